@@ -1,0 +1,75 @@
+"""The engine contract: load, warm up, run with explicit inputs and state, report timings.
+
+An engine owns a model's weights on some device in some precision and exposes the two operations every sampler
+needs. State is explicit: `encode` returns the window's cross-attention memory, and every `denoise` call takes it.
+
+Threads: an engine belongs to one thread (the render loop or the live generation worker); it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from live_synth.errors import LiveSynthError
+
+
+@dataclass
+class EngineTimings:
+    """Wall-clock milliseconds per operation, appended by the engine on every call."""
+
+    ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, op: str, start: float) -> None:
+        self.ms[op].append((time.perf_counter() - start) * 1e3)
+
+    def median(self, op: str) -> float:
+        values = self.ms.get(op)
+        return float(np.median(values)) if values else float("nan")
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {op: {"n": len(v), "median_ms": float(np.median(v)), "total_ms": float(np.sum(v))}
+                for op, v in self.ms.items() if v}
+
+
+class Engine(ABC):
+    """One inference back end. Inputs and outputs are torch tensors on `self.device` in float32 at the boundary."""
+
+    name: str
+    timings: EngineTimings
+
+    @abstractmethod
+    def encode(self, tokens, context, context_mask, guided: bool = False):
+        """Memory for one window: tokens [1, L] (real tokens only), context [1, S, 128] scaled, mask [1, S].
+
+        With `guided`, the memory also holds the unconditional branch (all conditioning masked) for
+        classifier-free guidance, stacked on the batch axis.
+        """
+
+    @abstractmethod
+    def denoise(self, z, tau: float, memory):
+        """Predicted ε for noisy frames z [B, T, 128] at noise time tau; doubles the batch when memory is guided."""
+
+    def warm_up(self, frames: int = 256, tokens: int = 64) -> None:
+        """Run each operation once on random inputs so that the first real call is not the slow one."""
+        import torch
+
+        gen = torch.Generator().manual_seed(1234)
+        tok = torch.randint(3, 1000, (1, tokens), generator=gen)
+        ctx = torch.rand(1, frames, 128, generator=gen) * 2 - 1
+        mem = self.encode(tok, ctx, torch.ones(1, frames, dtype=torch.bool))
+        self.denoise(torch.randn(1, frames, 128, generator=gen), 0.5, mem)
+        self.timings = EngineTimings()
+
+
+def load_engine(name: str, model, device: str = "cpu", dtype: str = "float32") -> Engine:
+    """The engine called `name` running `model` (a SpectrogramDiffusion)."""
+    if name == "torch":
+        from engines.torch_engine import TorchEngine
+
+        return TorchEngine(model, device=device, dtype=dtype)
+    raise LiveSynthError(f"unknown engine {name!r}; available now: torch")

@@ -1,0 +1,62 @@
+"""PyTorch engine: the reference back end (CPU or CUDA; fp32 is the parity reference for every other engine)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from engines.base import Engine, EngineTimings
+from live_synth.errors import LiveSynthError
+from live_synth.model.decoder import CrossMemory
+from live_synth.model.network import SpectrogramDiffusion
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TorchEngine(Engine):
+    name = "torch"
+
+    def __init__(self, model: SpectrogramDiffusion, device: str = "cpu", dtype: str = "float32"):
+        if dtype not in DTYPES:
+            raise LiveSynthError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise LiveSynthError("CUDA was asked for but torch sees no GPU (install a CUDA build of torch)")
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype]
+        self.model = model.to(self.device, self.dtype).eval()
+        self.timings = EngineTimings()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def encode(self, tokens, context, context_mask, guided: bool = False) -> CrossMemory:
+        start = time.perf_counter()
+        tokens = tokens.to(self.device)
+        context = context.to(self.device, self.dtype)
+        context_mask = context_mask.to(self.device)
+        notes = self.model.notes_encoder(tokens)
+        ctx = self.model.context_encoder(context, context_mask)
+        if guided:
+            # Unconditional branch: encodings zeroed and masks cleared (ORIG CFG dropout), stacked on the batch axis.
+            notes = tuple(torch.cat([t, torch.zeros_like(t)]) for t in notes)
+            ctx = tuple(torch.cat([t, torch.zeros_like(t)]) for t in ctx)
+        memory = self.model.decoder.memory([notes, ctx])
+        self._sync()
+        self.timings.add("encode", start)
+        return memory
+
+    @torch.inference_mode()
+    def denoise(self, z, tau: float, memory: CrossMemory):
+        start = time.perf_counter()
+        batch = memory.bias.shape[0]
+        z = z.to(self.device, self.dtype)
+        if batch != z.shape[0]:
+            z = z.repeat(batch // z.shape[0], 1, 1)
+        t = torch.full((z.shape[0],), tau, device=self.device, dtype=torch.float32)
+        eps = self.model(z, t, memory).float()
+        self._sync()
+        self.timings.add("denoise", start)
+        return eps

@@ -1,0 +1,3 @@
+from live_synth.cli import main
+
+raise SystemExit(main())

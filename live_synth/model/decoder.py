@@ -1,0 +1,100 @@
+"""The FiLM-conditioned T5 decoder that predicts the diffusion noise ε (spec §3.5).
+
+Input: the noisy scaled mel z_t [B, T, 128] and the noise time tau ∈ [0, 1) [B]. The decoder self-attends over the
+target frames (no mask), cross-attends to the concatenated encoder outputs, and is told the noise level through FiLM
+(scale/shift from an MLP on a sinusoidal embedding of tau) before its self-attention and its feed-forward block.
+
+The cross-attention keys and values depend only on the encoders, so `memory()` computes them once per window and
+every sampling step reuses them (the reference recomputes them at every step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from live_synth.model.config import ModelConfig
+from live_synth.model.layers import (
+    Attention,
+    GatedFFN,
+    RMSNorm,
+    film,
+    key_padding_bias,
+    permuted_sinusoid_table,
+    timestep_embedding,
+)
+
+# The reference masks cross-attention keys with -1e10 (not finfo.min); kept for bit-level parity in fp32.
+CROSS_MASK_VALUE = -1e10
+
+
+@dataclass
+class CrossMemory:
+    """Per-layer cross-attention keys/values [B, H, S, d_kv] and the additive key mask [B, 1, 1, S]."""
+
+    kv: list[tuple[Tensor, Tensor]]
+    bias: Tensor
+
+    def to(self, dtype: torch.dtype) -> CrossMemory:
+        return CrossMemory([(k.to(dtype), v.to(dtype)) for k, v in self.kv], self.bias.to(dtype))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, cond = cfg.d_model, 4 * cfg.d_model
+        self.self_norm = RMSNorm(d)
+        self.self_film = nn.Linear(cond, 2 * d, bias=False)
+        self.self_attn = Attention(d, cfg.num_heads, cfg.d_kv)
+        self.cross_norm = RMSNorm(d)
+        self.cross_attn = Attention(d, cfg.num_heads, cfg.d_kv)
+        self.ff_norm = RMSNorm(d)
+        self.ff_film = nn.Linear(cond, 2 * d, bias=False)
+        self.ff = GatedFFN(d, cfg.d_ff, cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, y: Tensor, cond: Tensor, kv: tuple[Tensor, Tensor], bias: Tensor) -> Tensor:
+        h = film(self.self_norm(y), self.self_film(cond))
+        y = y + self.dropout(self.self_attn(h))
+        y = y + self.dropout(self.cross_attn(self.cross_norm(y), kv=kv, bias=bias))
+        h = film(self.ff_norm(y), self.ff_film(cond))
+        return y + self.dropout(self.ff(h))
+
+
+class FilmDecoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        d = cfg.d_model
+        self.max_noise_time = cfg.max_decoder_noise_time
+        self.time_mlp = nn.Sequential(
+            nn.Linear(d, 4 * d, bias=False), nn.SiLU(), nn.Linear(4 * d, 4 * d, bias=False), nn.SiLU()
+        )
+        self.register_buffer("pos_embed", permuted_sinusoid_table(cfg.target_length, d, generator))
+        self.input_proj = nn.Linear(cfg.input_dims, d, bias=False)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        self.final_norm = RMSNorm(d)
+        self.output_proj = nn.Linear(d, cfg.input_dims, bias=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def memory(self, encodings: list[tuple[Tensor, Tensor]]) -> CrossMemory:
+        """Concatenate (hidden, mask) pairs along time ("concat_encodings") and project them for every layer."""
+        hidden = torch.cat([h for h, _ in encodings], dim=1)
+        mask = torch.cat([m.bool() for _, m in encodings], dim=1)
+        masked_value = CROSS_MASK_VALUE if hidden.dtype != torch.float16 else None
+        bias = key_padding_bias(mask, hidden.dtype, masked_value)
+        return CrossMemory([layer.cross_attn.project_kv(hidden) for layer in self.layers], bias)
+
+    def conditioning(self, tau: Tensor) -> Tensor:
+        """Noise-time conditioning [B, 1, 4d] shared by every FiLM layer."""
+        emb = timestep_embedding(tau, self.input_proj.out_features, self.max_noise_time)
+        return self.time_mlp(emb.to(self.input_proj.weight.dtype)).unsqueeze(1)
+
+    def forward(self, z: Tensor, tau: Tensor, memory: CrossMemory) -> Tensor:
+        """Predicted noise ε [B, T, 128] for noisy frames `z` [B, T, 128] at noise times `tau` [B]."""
+        cond = self.conditioning(tau)
+        y = self.dropout(self.input_proj(z) + self.pos_embed[: z.shape[1]])
+        for layer, kv in zip(self.layers, memory.kv):
+            y = layer(y, cond, kv, memory.bias)
+        return self.output_proj(self.dropout(self.final_norm(y)))
