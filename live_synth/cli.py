@@ -1,0 +1,187 @@
+"""Command line: `live-synth render | info | tokens` (`python -m live_synth ...` works the same).
+
+Arguments are bound to the library's dataclasses here and nowhere else. A user-caused problem (`LiveSynthError`)
+prints one line on stderr and exits with status 2; bugs keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from live_synth import __version__
+from live_synth.errors import LiveSynthError, MidiError
+
+DEFAULT_MODEL = "default"
+FALLBACK_PRESET = "small"  # used, with random weights and a warning, until a trained default model ships
+
+
+def packaged_path(name: str) -> Path:
+    return Path(str(resources.files("live_synth") / "assets" / name))
+
+
+def resolve_model_spec(spec: str) -> tuple[str, str | None]:
+    """(what to load, a warning to print or None). "default" is the shipped model when the package has one."""
+    if spec != DEFAULT_MODEL:
+        return spec, None
+    shipped = packaged_path("default_model")
+    if (shipped / "model.safetensors").is_file():
+        return str(shipped), None
+    return FALLBACK_PRESET, (
+        f"no trained default model is shipped yet: rendering with RANDOM weights (preset '{FALLBACK_PRESET}') and "
+        "the Griffin-Lim vocoder. Expect noise shaped by the notes' timing, not music. "
+        "Pass --model PATH to use trained weights (e.g. a google/music-spectrogram-diffusion folder)."
+    )
+
+
+def warn(message: str) -> None:
+    print(f"live-synth: warning: {message}", file=sys.stderr)
+
+
+def load_song(path: str, model_config):
+    from live_synth.midi import TokenizerConfig, apply_sustain, read_midi, tokenize
+
+    cfg = TokenizerConfig(num_velocity_bins=model_config.num_velocity_bins, slakh_programs=model_config.slakh_programs)
+    notes = read_midi(path)
+    if notes.is_empty:
+        raise MidiError(f"{path}: contains no notes")
+    song = tokenize(apply_sustain(notes), cfg)
+    if song.dropped_tokens:
+        warn(f"{path}: {song.overflowed_segments} segment(s) hold more than {cfg.max_tokens - 1} events; "
+             f"{song.dropped_tokens} token(s) beyond the notes encoder's length were dropped")
+    return song
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from engines import load_engine
+    from live_synth.audio import load_vocoder, save_spectrogram_png, write_wav_atomic
+    from live_synth.constants import SAMPLE_RATE
+    from live_synth.model import load_model
+    from live_synth.render import render_mel
+    from live_synth.sampling.samplers import make_sampler
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    midi_path = str(packaged_path("demo.mid")) if args.demo else args.input
+    if midi_path is None:
+        raise LiveSynthError("render needs a MIDI file (or --demo)")
+    spec, warning = resolve_model_spec(args.model)
+    loaded = load_model(spec, seed=args.seed)
+    if warning:
+        warn(warning)
+    elif loaded.random_weights:
+        warn(f"model '{args.model}' is a preset with RANDOM weights: expect noise, not music")
+    song = load_song(midi_path, loaded.model.config)
+    sampler = make_sampler(args.sampler, args.steps)
+    vocoder = load_vocoder(args.vocoder or loaded.vocoder_path)
+    engine = load_engine(args.engine, loaded.model, device=args.device, dtype=args.dtype)
+
+    start = time.perf_counter()
+    with tqdm(total=len(song.segments), unit="segment", desc="render", file=sys.stderr,
+              disable=args.quiet) as bar:
+        mel = render_mel(engine, song.segments, sampler, args.guidance, torch.Generator().manual_seed(args.seed),
+                         on_segment=lambda done, total: bar.update(1))
+    audio = vocoder(mel)
+    elapsed = time.perf_counter() - start
+    write_wav_atomic(args.output, audio, SAMPLE_RATE)
+    if args.spectrogram:
+        save_spectrogram_png(args.spectrogram, mel, title=f"{Path(midi_path).name} · {loaded.source} · "
+                             f"{args.sampler} {args.steps} steps")
+    seconds = len(audio) / SAMPLE_RATE
+    if not args.quiet:
+        print(f"wrote {args.output}: {seconds:.2f} s of audio in {elapsed:.2f} s "
+              f"({seconds / elapsed:.2f}x real time; model {loaded.source}, {args.sampler} x{args.steps}, "
+              f"vocoder {vocoder.name})", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from live_synth.model import load_model
+
+    spec, warning = resolve_model_spec(args.model)
+    loaded = load_model(spec)
+    if warning:
+        warn(warning)
+    counts = loaded.model.parameter_counts()
+    print(f"model: {loaded.source}{'  (RANDOM WEIGHTS)' if loaded.random_weights else ''}")
+    print(f"vocoder: {loaded.vocoder_path or 'none in the model folder (Griffin-Lim unless --vocoder is given)'}")
+    print("config:")
+    print(loaded.model.config.to_json())
+    print("parameters (frozen position tables included):")
+    for name, n in counts.items():
+        print(f"  {name:16s} {n:>13,d}  ({n / 1e6:.2f} M)")
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    from live_synth.midi import TokenizerConfig, tokenize_midi
+
+    cfg = TokenizerConfig(num_velocity_bins=args.velocity_bins, slakh_programs=not args.no_slakh)
+    song = tokenize_midi(args.input, cfg)
+    segments = song.segments
+    if args.trim:
+        from live_synth.render import real_length
+
+        segments = [seg[: real_length(seg)] for seg in segments]
+    json.dump(segments, sys.stdout, separators=(",", ":"))
+    sys.stdout.write("\n")
+    if song.dropped_tokens:
+        warn(f"{song.dropped_tokens} token(s) dropped in {song.overflowed_segments} overfull segment(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="live-synth", description="Real-time neural synthesizer (Spectrogram "
+                                     "Diffusion): render MIDI files, inspect models and tokens.")
+    parser.add_argument("--version", action="version", version=f"live-synth {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    render = sub.add_parser("render", help="render a MIDI file to a WAV file")
+    render.add_argument("input", nargs="?", help="MIDI file")
+    render.add_argument("-o", "--output", required=True, help="WAV file to write (16 kHz mono)")
+    render.add_argument("--demo", action="store_true", help="render the packaged demo MIDI instead of INPUT")
+    render.add_argument("--model", default=DEFAULT_MODEL,
+                        help="model folder/file, or a preset name (base, small, tiny: random weights)")
+    render.add_argument("--sampler", default="dpmpp", help="dpmpp | ddim | ancestral | ddpm (diffusers parity)")
+    render.add_argument("--steps", type=int, default=8, help="sampling steps per segment")
+    render.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (1 = off)")
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--vocoder", help="griffin-lim, or a MelGAN .onnx file (default: the model's own)")
+    render.add_argument("--engine", default="torch", help="inference engine (torch)")
+    render.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    render.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    render.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    render.add_argument("--spectrogram", help="also save the generated log-mel as a PNG")
+    render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    render.set_defaults(func=cmd_render)
+
+    info = sub.add_parser("info", help="print a model's config and parameter counts")
+    info.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    info.set_defaults(func=cmd_info)
+
+    tokens = sub.add_parser("tokens", help="print the token ids per 5.12 s segment as JSON (what the model sees)")
+    tokens.add_argument("input", help="MIDI file")
+    tokens.add_argument("--velocity-bins", type=int, default=1, help="1 for the published model")
+    tokens.add_argument("--no-slakh", action="store_true", help="keep GM programs instead of folding to Slakh")
+    tokens.add_argument("--trim", action="store_true", help="drop the PAD ids after EOS")
+    tokens.set_defaults(func=cmd_tokens)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LiveSynthError as exc:
+        print(f"live-synth: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("live-synth: interrupted", file=sys.stderr)
+        return 130
