@@ -1,0 +1,61 @@
+"""Spectrogram pictures for inspecting renders (main or worker thread; never the audio callback)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from live_synth.audio.wav import atomic_output
+from live_synth.constants import HOP, LOG_MEL_MAX, LOG_MEL_MIN, N_MELS, SAMPLE_RATE, SEGMENT_FRAMES
+
+
+def save_spectrogram_png(
+    path: str | Path, log_mel: np.ndarray, title: str | None = None, segment_frames: int = SEGMENT_FRAMES
+) -> None:
+    """Save natural-log mel [T, 128] as a PNG: time in seconds on x, mel bin on y, dotted lines between segments.
+
+    Colours span the model's feature range [ln 1e-5, 4]. Written atomically (see `wav.atomic_output`).
+    """
+    features = np.asarray(log_mel, dtype=np.float32)
+    if features.ndim != 2 or features.shape[1] != N_MELS or features.shape[0] == 0:
+        raise ValueError(f"log-mel must have shape [frames > 0, {N_MELS}], got {list(features.shape)}")
+    png = _render_png(features, title, segment_frames)
+    with atomic_output(path) as handle:
+        handle.write(png)
+
+
+def _render_png(features: np.ndarray, title: str | None, segment_frames: int) -> bytes:
+    # Figure + Agg canvas instead of pyplot: no global figure registry, no GUI backend, safe off the main thread.
+    # Imported here so that importing live_synth.audio does not pay for matplotlib.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    frame_seconds = HOP / SAMPLE_RATE
+    duration = features.shape[0] * frame_seconds
+    figure = Figure(figsize=(min(4.0 + duration * 1.5, 30.0), 4.0), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    image = axes.imshow(
+        features.T,
+        origin="lower",
+        aspect="auto",
+        interpolation="nearest",
+        extent=(0.0, duration, -0.5, N_MELS - 0.5),
+        vmin=LOG_MEL_MIN,
+        vmax=LOG_MEL_MAX,
+        cmap="magma",
+    )
+    if segment_frames > 0:
+        for boundary in range(segment_frames, features.shape[0], segment_frames):
+            axes.axvline(boundary * frame_seconds, color="white", linestyle=":", linewidth=1.0)
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("mel bin")
+    if title:
+        axes.set_title(title)
+    figure.colorbar(image, ax=axes, label="ln mel")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -1,0 +1,1 @@
+"""Samplers and noise schedules (spec §4), independent of the networks."""
