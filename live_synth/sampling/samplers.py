@@ -43,6 +43,14 @@ class Sampler:
     steps: int
     taus: list[float] = field(init=False)
 
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise LiveSynthError(f"{type(self).__name__} needs at least 1 step, got {self.steps}")
+        self.taus = self.make_taus()
+
+    def make_taus(self) -> list[float]:
+        return [(self.steps - i) / self.steps for i in range(self.steps)]  # 1, ..., 1/N; the last step lands on 0
+
     def init_noise(self, shape, generator: torch.Generator | None, device="cpu") -> Tensor:
         return _randn(shape, generator).to(device)
 
@@ -56,14 +64,14 @@ class DDPMParitySampler(Sampler):
 
     num_train_timesteps: int = 1000
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.steps <= self.num_train_timesteps:
+    def make_taus(self) -> list[float]:
+        if self.steps > self.num_train_timesteps:
             raise LiveSynthError(f"ddpm needs 1..{self.num_train_timesteps} steps, got {self.steps}")
         ratio = self.num_train_timesteps // self.steps
         self.timesteps = [i * ratio for i in reversed(range(self.steps))]  # "leading" spacing, steps_offset 0
         self.alphas_cumprod = squaredcos_cap_v2_alphas_cumprod(self.num_train_timesteps)
         # The model sees t / 1000 computed as int64 tensor / int → float32, as the pipeline does.
-        self.taus = [float(torch.tensor(t) / self.num_train_timesteps) for t in self.timesteps]
+        return [float(torch.tensor(t) / self.num_train_timesteps) for t in self.timesteps]
 
     def step(self, i: int, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
         t = self.timesteps[i]
@@ -90,11 +98,6 @@ def _clipped_x0_eps(x: Tensor, eps: Tensor, alpha: float, sigma: float) -> tuple
 class CosineAncestralSampler(Sampler):
     """The original sampler (spec §4.2): step i = N-1..0 from t = (i+1)/N to s = i/N, "large" variance."""
 
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise LiveSynthError("ancestral needs at least 1 step")
-        self.taus = [(i + 1) / self.steps for i in reversed(range(self.steps))]
-
     def step(self, i: int, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
         n = self.steps
         t, s = (n - i) / n, (n - i - 1) / n
@@ -109,18 +112,9 @@ class CosineAncestralSampler(Sampler):
         return mean + std * _randn(x.shape, generator, like=x, dtype=x.dtype)
 
 
-def _uniform_taus(steps: int) -> list[float]:
-    return [(steps - i) / steps for i in range(steps)]  # 1, (N-1)/N, ..., 1/N; the last step lands on 0
-
-
 @dataclass
 class DDIMSampler(Sampler):
     """Deterministic DDIM (eta = 0) on the cosine schedule with clipped x̂0; returns x̂0 after the last step."""
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise LiveSynthError("ddim needs at least 1 step")
-        self.taus = _uniform_taus(self.steps)
 
     def step(self, i: int, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
         a_t, s_t = alpha_sigma(cosine_logsnr(self.taus[i]))
@@ -135,11 +129,7 @@ class DDIMSampler(Sampler):
 class DPMSolverPPSampler(Sampler):
     """DPM-Solver++(2M) (Lu et al. 2022), data prediction with clipped x̂0, first order on the first and last step."""
 
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise LiveSynthError("dpmpp needs at least 1 step")
-        self.taus = _uniform_taus(self.steps)
-        self._prev: tuple[Tensor, float] | None = None  # (x̂0, lambda) of the previous step
+    _prev: tuple[Tensor, float] | None = field(default=None, init=False, repr=False)  # x̂0, logsnr of last step
 
     def init_noise(self, shape, generator: torch.Generator | None, device="cpu") -> Tensor:
         self._prev = None
