@@ -74,14 +74,14 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise LiveSynthError("render needs a MIDI file (or --demo)")
     spec, warning = resolve_model_spec(args.model)
     loaded = load_model(spec, seed=args.seed)
-    if warning:
-        warn(warning)
-    elif loaded.random_weights:
-        warn(f"model '{args.model}' is a preset with RANDOM weights: expect noise, not music")
+    if warning is None and loaded.random_weights:
+        warning = f"model '{args.model}' is a preset with RANDOM weights: expect noise, not music"
     song = load_song(midi_path, loaded.model.config)
     sampler = make_sampler(args.sampler, args.steps)
     vocoder = load_vocoder(args.vocoder or loaded.vocoder_path)
     engine = load_engine(args.engine, loaded.model, device=args.device, dtype=args.dtype)
+    if warning:  # only once every input has been accepted, so that a bad input is one error line and nothing else
+        warn(warning)
 
     start = time.perf_counter()
     with tqdm(total=len(song.segments), unit="segment", desc="render", file=sys.stderr,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import tempfile
 from dataclasses import dataclass, replace
@@ -125,6 +126,19 @@ def _config_from_diffusers(folder: Path) -> ModelConfig:
         raise CheckpointError(f"{folder}: config.json lacks key {exc}") from None
 
 
+def _one_line(text: str) -> str:
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+
+
+def _weights_only_reason(exc: Exception) -> str:
+    """The cause inside torch's many-line weights_only refusal, e.g. 'Unsupported global: GLOBAL x.Y ...'."""
+    for line in str(exc).splitlines():
+        line = _one_line(line).removeprefix("WeightsUnpickler error:").strip()
+        if "nsupported" in line:
+            return line.split(". ")[0].rstrip(".")
+    return "it holds something other than tensors"
+
+
 def _load_tensor_file(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing file")
@@ -134,8 +148,13 @@ def _load_tensor_file(path: Path) -> dict[str, Tensor]:
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refused the pickle (an object that is not a tensor, or not a pickle at all). torch explains
+        # that over many lines and suggests weights_only=False; the user gets one line with the cause.
+        raise CheckpointError(f"{path}: refused, not a plain tensor file (read with weights_only: "
+                              f"{_weights_only_reason(exc)})") from None
     except Exception as exc:  # corrupt pickles raise many types; all mean the same to the user
-        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {_one_line(str(exc))})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
     return state
