@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from importlib import resources
@@ -42,7 +43,19 @@ def warn(message: str) -> None:
     print(f"live-synth: warning: {message}", file=sys.stderr)
 
 
-def load_song(path: str, model_config):
+def check_output_folder(path: str | None) -> None:
+    """Fail before any work when an output could not be written (a missing or read-only folder)."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise LiveSynthError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise LiveSynthError(f"{path}: folder {folder} is not writable")
+
+
+def load_song(path: str, model_config, warnings: list[str]):
+    """Tokens for the model's token language; an overfull segment adds a line to `warnings`."""
     from live_synth.midi import TokenizerConfig, apply_sustain, read_midi, tokenize
 
     cfg = TokenizerConfig(num_velocity_bins=model_config.num_velocity_bins, slakh_programs=model_config.slakh_programs)
@@ -51,8 +64,8 @@ def load_song(path: str, model_config):
         raise MidiError(f"{path}: contains no notes")
     song = tokenize(apply_sustain(notes), cfg)
     if song.dropped_tokens:
-        warn(f"{path}: {song.overflowed_segments} segment(s) hold more than {cfg.max_tokens - 1} events; "
-             f"{song.dropped_tokens} token(s) beyond the notes encoder's length were dropped")
+        warnings.append(f"{path}: {song.overflowed_segments} segment(s) hold more than {cfg.max_tokens - 1} "
+                        f"events; {song.dropped_tokens} token(s) beyond the notes encoder's length were dropped")
     return song
 
 
@@ -72,16 +85,19 @@ def cmd_render(args: argparse.Namespace) -> int:
     midi_path = str(packaged_path("demo.mid")) if args.demo else args.input
     if midi_path is None:
         raise LiveSynthError("render needs a MIDI file (or --demo)")
+    check_output_folder(args.output)
+    check_output_folder(args.spectrogram)
+    sampler = make_sampler(args.sampler, args.steps)
     spec, warning = resolve_model_spec(args.model)
     loaded = load_model(spec, seed=args.seed)
+    warnings = [warning] if warning else []
     if warning is None and loaded.random_weights:
-        warning = f"model '{args.model}' is a preset with RANDOM weights: expect noise, not music"
-    song = load_song(midi_path, loaded.model.config)
-    sampler = make_sampler(args.sampler, args.steps)
+        warnings.append(f"model '{args.model}' is a preset with RANDOM weights: expect noise, not music")
+    song = load_song(midi_path, loaded.model.config, warnings)
     vocoder = load_vocoder(args.vocoder or loaded.vocoder_path)
     engine = load_engine(args.engine, loaded.model, device=args.device, dtype=args.dtype)
-    if warning:  # only once every input has been accepted, so that a bad input is one error line and nothing else
-        warn(warning)
+    for line in warnings:  # only once every input has been accepted: a bad input is one error line, nothing else
+        warn(line)
 
     start = time.perf_counter()
     with tqdm(total=len(song.segments), unit="segment", desc="render", file=sys.stderr,

@@ -284,6 +284,20 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, request, build, ex
     assert list(out_dir.iterdir()) == [], "no temporary files may be left beside the output"
 
 
+@pytest.mark.parametrize("missing", ["output", "spectrogram"])
+def test_missing_output_folder_fails_before_rendering_and_writes_nothing(tmp_path, missing):
+    song = write_song(tmp_path / "song.mid")
+    out, png = tmp_path / "song.wav", tmp_path / "song.png"
+    if missing == "output":
+        out = tmp_path / "no_such_folder" / "song.wav"
+    else:
+        png = tmp_path / "no_such_folder" / "song.png"
+    result = run_cli("render", song, "--model", "tiny", "--steps", "1", "-o", out, "--spectrogram", png, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert_one_error_line(result.stderr, "no_such_folder")
+    assert not out.exists() and not png.exists()
+
+
 def test_bad_midi_for_tokens_and_bad_model_for_info(tmp_path, capsys):
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"MThd" + bytes(20))
