@@ -40,11 +40,13 @@ class Engine(ABC):
     """One inference back end. Inputs and outputs are torch tensors on `self.device` in float32 at the boundary."""
 
     name: str
+    config: "ModelConfig"  # noqa: F821  (the model's shapes and token language)
     timings: EngineTimings
 
     @abstractmethod
-    def encode(self, tokens, context, context_mask, guided: bool = False):
-        """Memory for one window: tokens [1, L] (real tokens only), context [1, S, 128] scaled, mask [1, S].
+    def encode(self, tokens, context, context_mask, roll=None, guided: bool = False):
+        """Memory for one window: tokens [1, L] (real tokens only), context [1, S, 128] scaled, mask [1, S], and the
+        piano roll [1, T, ROLL_FEATURES] for models that take one.
 
         With `guided`, the memory also holds the unconditional branch (all conditioning masked) for
         classifier-free guidance, stacked on the batch axis.
@@ -61,7 +63,15 @@ class Engine(ABC):
         gen = torch.Generator().manual_seed(1234)
         tok = torch.randint(3, 1000, (1, tokens), generator=gen)
         ctx = torch.rand(1, frames, 128, generator=gen) * 2 - 1
-        mem = self.encode(tok, ctx, torch.ones(1, frames, dtype=torch.bool))
+        cfg = self.config
+        frames = min(frames, cfg.target_length)
+        roll = None
+        if cfg.pianoroll:
+            from live_synth.midi.pianoroll import ROLL_FEATURES
+
+            roll = torch.rand(1, frames, ROLL_FEATURES, generator=gen)
+        ctx = ctx[:, : cfg.context_length]
+        mem = self.encode(tok, ctx, torch.ones(1, ctx.shape[1], dtype=torch.bool), roll=roll)
         self.denoise(torch.randn(1, frames, 128, generator=gen), 0.5, mem)
         self.timings = EngineTimings()
 

@@ -25,6 +25,7 @@ class TorchEngine(Engine):
         self.device = torch.device(device)
         self.dtype = DTYPES[dtype]
         self.model = model.to(self.device, self.dtype).eval()
+        self.config = model.config
         self.timings = EngineTimings()
 
     def _sync(self) -> None:
@@ -32,7 +33,7 @@ class TorchEngine(Engine):
             torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
-    def encode(self, tokens, context, context_mask, guided: bool = False) -> CrossMemory:
+    def encode(self, tokens, context, context_mask, roll=None, guided: bool = False) -> CrossMemory:
         start = time.perf_counter()
         tokens = tokens.to(self.device)
         context = context.to(self.device, self.dtype)
@@ -43,7 +44,11 @@ class TorchEngine(Engine):
             # Unconditional branch: encodings zeroed and masks cleared (ORIG CFG dropout), stacked on the batch axis.
             notes = tuple(torch.cat([t, torch.zeros_like(t)]) for t in notes)
             ctx = tuple(torch.cat([t, torch.zeros_like(t)]) for t in ctx)
-        memory = self.model.decoder.memory([notes, ctx])
+        if roll is not None:
+            roll = roll.to(self.device, self.dtype)
+            if guided:
+                roll = torch.cat([roll, torch.zeros_like(roll)])
+        memory = self.model.decoder.memory([notes, ctx], roll)
         self._sync()
         self.timings.add("encode", start)
         return memory

@@ -55,17 +55,17 @@ def check_output_folder(path: str | None) -> None:
 
 
 def load_song(path: str, model_config, warnings: list[str]):
-    """Tokens for the model's token language; an overfull segment adds a line to `warnings`."""
-    from live_synth.midi import TokenizerConfig, apply_sustain, read_midi, tokenize
+    """The model's windows for a MIDI file; an overfull window adds a line to `warnings`."""
+    from live_synth.midi import apply_sustain, read_midi
+    from live_synth.render import song_windows
 
-    cfg = TokenizerConfig(num_velocity_bins=model_config.num_velocity_bins, slakh_programs=model_config.slakh_programs)
     notes = read_midi(path)
     if notes.is_empty:
         raise MidiError(f"{path}: contains no notes")
-    song = tokenize(apply_sustain(notes), cfg)
+    song = song_windows(apply_sustain(notes), model_config)
     if song.dropped_tokens:
-        warnings.append(f"{path}: {song.overflowed_segments} segment(s) hold more than {cfg.max_tokens - 1} "
-                        f"events; {song.dropped_tokens} token(s) beyond the notes encoder's length were dropped")
+        warnings.append(f"{path}: {song.overflowed_segments} window(s) hold more than {model_config.max_tokens - 1} "
+                        f"tokens; {song.dropped_tokens} token(s) beyond the notes encoder's length were dropped")
     return song
 
 
@@ -103,7 +103,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     with tqdm(total=len(song.segments), unit="segment", desc="render", file=sys.stderr,
               disable=args.quiet) as bar:
         mel = render_mel(engine, song.segments, sampler, args.guidance, torch.Generator().manual_seed(args.seed),
-                         on_segment=lambda done, total: bar.update(1))
+                         on_segment=lambda done, total: bar.update(1), rolls=song.rolls)
     audio = vocoder(mel)
     elapsed = time.perf_counter() - start
     write_wav_atomic(args.output, audio, SAMPLE_RATE)

@@ -1,8 +1,10 @@
-"""Offline rendering: segment tokens → engine + sampler per 5.12 s segment → log-mel → vocoder → audio.
+"""Offline rendering: a song's windows → engine + sampler per window → log-mel → vocoder → audio.
 
-Segments are generated one after another; each sees the previous segment's generated mel as context (the first one
-sees an empty, fully masked context), exactly as the published pipeline does (spec §4.3). The vocoder runs once
-over the concatenated mel.
+Windows are generated one after another; each sees the frames generated before it as context (left-aligned, up to
+the model's context length, masked beyond; the first window sees an empty, fully masked context). For the published
+geometry (256-frame windows, 256-frame context) that is exactly what diffusers' pipeline does (spec §4.3) and the
+windows are the reference tokenizer's 5.12 s segments. Models with shorter windows (chunked continuation) get
+`EventIndex` windows and, when they take one, a piano roll per window. The vocoder runs once over the whole mel.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import torch
 
 from engines.base import Engine
 from live_synth.audio.features import scale_features, unscale_features
-from live_synth.constants import N_MELS, SEGMENT_FRAMES
+from live_synth.constants import HOP, N_MELS, SAMPLE_RATE, SEGMENT_FRAMES
+from live_synth.midi import NoteSequence, TokenizerConfig, tokenize
+from live_synth.midi.pianoroll import note_arrays, pianoroll
+from live_synth.midi.tokenize import EventIndex
+from live_synth.model.config import ModelConfig
 from live_synth.sampling.samplers import Sampler, sample
 
-SegmentCallback = Callable[[int, int], None]  # (segments done, segments total)
+SegmentCallback = Callable[[int, int], None]  # (windows done, windows total)
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,44 @@ class RenderSettings:
     seed: int = 0
 
 
+@dataclass
+class SongWindows:
+    """What the model sees for a whole song: token ids per window (padded), piano rolls (or None), overflow."""
+
+    segments: list[list[int]]
+    rolls: list[np.ndarray] | None
+    dropped_tokens: int
+    overflowed_segments: int
+
+
+def tokenizer_config(cfg: ModelConfig) -> TokenizerConfig:
+    return TokenizerConfig(cfg.num_velocity_bins, cfg.slakh_programs, cfg.max_tokens)
+
+
+def song_windows(ns: NoteSequence, cfg: ModelConfig) -> SongWindows:
+    """Tokens (and rolls) for every window of a song, in the model's geometry. `ns` has its sustain applied."""
+    tok_cfg = tokenizer_config(cfg)
+    window = cfg.target_length
+    if window == SEGMENT_FRAMES and not cfg.pianoroll:
+        song = tokenize(ns, tok_cfg)  # the reference's segments, bit for bit
+        return SongWindows(song.segments, None, song.dropped_tokens, song.overflowed_segments)
+    num_frames = int(ns.total_time * SAMPLE_RATE) // HOP + 1  # the reference's frame count
+    index = EventIndex(ns, tok_cfg)
+    segments, dropped = [], []
+    for k in range(-(-num_frames // window)):
+        tokens, lost = index.window(k * window, window)
+        segments.append(tokens + [0] * (cfg.max_tokens - len(tokens)))
+        dropped.append(lost)
+    rolls = None
+    if cfg.pianoroll:
+        notes = note_arrays(ns)
+        rolls = [pianoroll(notes, k * window, window) for k in range(len(segments))]
+    return SongWindows(segments, rolls, sum(dropped), sum(1 for d in dropped if d))
+
+
 def real_length(tokens: Sequence[int]) -> int:
     """Tokens up to and including EOS: the notes encoder's masked padding changes nothing, so it is not run."""
-    arr = np.asarray(tokens)
-    nonzero = np.flatnonzero(arr)
+    nonzero = np.flatnonzero(np.asarray(tokens))
     return int(nonzero[-1]) + 1 if nonzero.size else 1
 
 
@@ -42,11 +82,22 @@ def guided_eps_fn(engine: Engine, memory, guidance: float):
         return lambda x, tau: engine.denoise(x, tau, memory)
 
     def eps(x, tau):
-        both = engine.denoise(x, tau, memory)
-        cond, uncond = both.chunk(2)
+        cond, uncond = engine.denoise(x, tau, memory).chunk(2)
         return guidance * cond + (1.0 - guidance) * uncond
 
     return eps
+
+
+def context_window(history: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last `length` generated log-mel frames, left-aligned in a [1, length, 128] buffer (zeros after), and
+    their mask. Zeros (not silence) as padding, as the pipeline feeds its first segment: masked values never count."""
+    valid = min(length, history.shape[0])
+    context = torch.zeros(1, length, N_MELS)
+    mask = torch.zeros(1, length, dtype=torch.bool)
+    if valid:
+        context[0, :valid] = history[-valid:]
+        mask[0, :valid] = True
+    return context, mask
 
 
 @torch.no_grad()
@@ -57,22 +108,20 @@ def render_mel(
     guidance: float = 1.0,
     generator: torch.Generator | None = None,
     on_segment: SegmentCallback | None = None,
+    rolls: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Generate the log-mel [n_segments * 256, 128] (natural log, unscaled) for tokenized segments."""
-    frames = SEGMENT_FRAMES
-    context = torch.zeros(1, frames, N_MELS)  # log-mel zeros, as the pipeline feeds the first segment
-    context_mask = torch.zeros(1, frames, dtype=torch.bool)
-    out = []
+    """Generate the log-mel [n_windows * window, 128] (natural log, unscaled) for tokenized windows."""
+    cfg = engine.config
+    history = torch.zeros(0, N_MELS)
     for i, tokens in enumerate(segments):
         ids = torch.tensor([list(tokens[: real_length(tokens)])], dtype=torch.long)
-        memory = engine.encode(ids, scale_features(context, clip=True), context_mask, guided=guidance != 1.0)
-        eps_fn = guided_eps_fn(engine, memory, guidance)
-        x = sample(sampler, eps_fn, (1, frames, N_MELS), generator, device=getattr(engine, "device", "cpu"))
-        context = unscale_features(x.float().cpu())
-        context_mask = torch.ones(1, frames, dtype=torch.bool)
-        out.append(context[0].numpy())
+        context, mask = context_window(history, cfg.context_length)
+        roll = torch.from_numpy(rolls[i])[None] if rolls is not None else None
+        memory = engine.encode(ids, scale_features(context, clip=True), mask, roll=roll, guided=guidance != 1.0)
+        shape = (1, cfg.target_length, N_MELS)
+        x = sample(sampler, guided_eps_fn(engine, memory, guidance), shape, generator,
+                   device=getattr(engine, "device", "cpu"))
+        history = torch.cat([history, unscale_features(x.float().cpu())[0]])
         if on_segment is not None:
             on_segment(i + 1, len(segments))
-    if not out:
-        return np.zeros((0, N_MELS), np.float32)
-    return np.concatenate(out, axis=0).astype(np.float32)
+    return history.numpy().astype(np.float32)

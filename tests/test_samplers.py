@@ -209,9 +209,9 @@ class RecordingEngine(TorchEngine):
         self.guided: list[bool] = []
         self.batches: list[int] = []
 
-    def encode(self, tokens, context, context_mask, guided: bool = False):
+    def encode(self, tokens, context, context_mask, roll=None, guided: bool = False):
         self.guided.append(guided)
-        return super().encode(tokens, context, context_mask, guided=guided)
+        return super().encode(tokens, context, context_mask, roll=roll, guided=guided)
 
     def denoise(self, z, tau, memory):
         eps = super().denoise(z, tau, memory)

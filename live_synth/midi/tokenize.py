@@ -265,3 +265,29 @@ def _last_boundary(tokens: list[int], limit: int, closers: set[int]) -> int:
     while cut > 0 and tokens[cut - 1] not in closers:
         cut -= 1
     return cut
+
+
+class EventIndex:
+    """A song's note events, indexed to tokenize any window of frames (training crops, live rolling windows).
+
+    Unlike `tokenize`, which reproduces the reference's fixed 5.12 s segments quirks included, a window's tie
+    section is always the true set of notes sounding at the window start (no stale-tie quirk), and events past the
+    window end are never pulled in. Our own models are trained and run on these windows.
+    """
+
+    def __init__(self, ns: NoteSequence, config: TokenizerConfig = TokenizerConfig()):
+        self.config = config
+        self.events = _note_events(ns, config)
+        self.steps = [event.step for event in self.events]
+
+    def window(self, start_frame: int, num_frames: int) -> tuple[list[int], int]:
+        """(tokens ending with EOS, unpadded; tokens dropped to fit max_tokens) for frames [start, start + n)."""
+        codec = self.config.codec
+        start = start_frame * STEPS_PER_FRAME
+        stop = start + num_frames * STEPS_PER_FRAME
+        state: dict[tuple[int, int], int] = {}
+        _advance_state(state, self.events, 0, start)
+        first, last = bisect.bisect_left(self.steps, start), bisect.bisect_left(self.steps, stop)
+        timed = _tie_section(state, codec) + [(e.step - start, t) for e in self.events[first:last] for t in e.tokens]
+        tokens, dropped = _fit(_run_length_encode(timed, codec), self.config.max_tokens, codec)
+        return tokens + [EOS_ID], dropped

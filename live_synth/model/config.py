@@ -40,6 +40,8 @@ class ModelConfig:
     # Token language (spec §2): the published model uses 1 velocity bin and Slakh program folding.
     num_velocity_bins: int = 1
     slakh_programs: bool = True
+    # Our own models: add a frame-aligned piano roll (live_synth.midi.pianoroll) to the decoder input.
+    pianoroll: bool = False
     # Free-form provenance ("random init", "converted from google/music-spectrogram-diffusion", training run, ...).
     description: str = field(default="", compare=False)
 
@@ -75,6 +77,25 @@ PRESETS: dict[str, ModelConfig] = {
         context_layers=8,
         decoder_layers=8,
         description="small: the paper's small context model shape (104 M parameters)",
+    ),
+    # The project's own live model (issue #3): sized from measured CPU tick time (training-notes.md: 8.3 M params,
+    # ~16 ms per 4-step tick on 2 cores), 1.28 s targets after 1.28 s of context (chunked continuation), velocity
+    # in 16 bins, GM programs kept, and the piano roll that teaches a small model where notes fall.
+    "live": ModelConfig(
+        d_model=256,
+        num_heads=4,
+        d_kv=64,
+        d_ff=512,
+        notes_layers=3,
+        context_layers=2,
+        decoder_layers=4,
+        max_tokens=512,
+        context_length=64,
+        target_length=64,
+        num_velocity_bins=16,
+        slakh_programs=False,
+        pianoroll=True,
+        description="live: the project's own small model shape (chunked continuation, piano roll)",
     ),
     # A few-layer model for tests and smoke runs: seconds to build, milliseconds to run.
     "tiny": ModelConfig(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from live_synth.midi.pianoroll import ROLL_FEATURES
 from live_synth.model.config import ModelConfig
 from live_synth.model.layers import (
     Attention,
@@ -36,9 +37,11 @@ class CrossMemory:
 
     kv: list[tuple[Tensor, Tensor]]
     bias: Tensor
+    frame_bias: Tensor | None = None  # [B, T, d] projected piano roll, added to the decoder input (our models)
 
     def to(self, dtype: torch.dtype) -> CrossMemory:
-        return CrossMemory([(k.to(dtype), v.to(dtype)) for k, v in self.kv], self.bias.to(dtype))
+        frame = self.frame_bias.to(dtype) if self.frame_bias is not None else None
+        return CrossMemory([(k.to(dtype), v.to(dtype)) for k, v in self.kv], self.bias.to(dtype), frame)
 
 
 class DecoderLayer(nn.Module):
@@ -73,18 +76,27 @@ class FilmDecoder(nn.Module):
         )
         self.register_buffer("pos_embed", permuted_sinusoid_table(cfg.target_length, d, generator))
         self.input_proj = nn.Linear(cfg.input_dims, d, bias=False)
+        self.roll_proj = nn.Linear(ROLL_FEATURES, d, bias=False) if cfg.pianoroll else None
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         self.final_norm = RMSNorm(d)
         self.output_proj = nn.Linear(d, cfg.input_dims, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def memory(self, encodings: list[tuple[Tensor, Tensor]]) -> CrossMemory:
-        """Concatenate (hidden, mask) pairs along time ("concat_encodings") and project them for every layer."""
+    def memory(self, encodings: list[tuple[Tensor, Tensor]], roll: Tensor | None = None) -> CrossMemory:
+        """Concatenate (hidden, mask) pairs along time ("concat_encodings") and project them for every layer.
+
+        `roll` [B, T, ROLL_FEATURES] is the window's piano roll, for models built with `pianoroll`.
+        """
         hidden = torch.cat([h for h, _ in encodings], dim=1)
         mask = torch.cat([m.bool() for _, m in encodings], dim=1)
         masked_value = CROSS_MASK_VALUE if hidden.dtype != torch.float16 else None
         bias = key_padding_bias(mask, hidden.dtype, masked_value)
-        return CrossMemory([layer.cross_attn.project_kv(hidden) for layer in self.layers], bias)
+        frame_bias = None
+        if self.roll_proj is not None:
+            if roll is None:
+                raise ValueError("this model needs the window's piano roll")
+            frame_bias = self.roll_proj(roll.to(hidden.dtype))
+        return CrossMemory([layer.cross_attn.project_kv(hidden) for layer in self.layers], bias, frame_bias)
 
     def conditioning(self, tau: Tensor) -> Tensor:
         """Noise-time conditioning [B, 1, 4d] shared by every FiLM layer."""
@@ -94,7 +106,10 @@ class FilmDecoder(nn.Module):
     def forward(self, z: Tensor, tau: Tensor, memory: CrossMemory) -> Tensor:
         """Predicted noise ε [B, T, 128] for noisy frames `z` [B, T, 128] at noise times `tau` [B]."""
         cond = self.conditioning(tau)
-        y = self.dropout(self.input_proj(z) + self.pos_embed[: z.shape[1]])
+        y = self.input_proj(z) + self.pos_embed[: z.shape[1]]
+        if memory.frame_bias is not None:
+            y = y + memory.frame_bias
+        y = self.dropout(y)
         for layer, kv in zip(self.layers, memory.kv):
             y = layer(y, cond, kv, memory.bias)
         return self.output_proj(self.dropout(self.final_norm(y)))

@@ -21,11 +21,12 @@ class SpectrogramDiffusion(nn.Module):
         self.context_encoder = ContextEncoder(cfg, gen)
         self.decoder = FilmDecoder(cfg, gen)
 
-    def encode(self, tokens: Tensor, context: Tensor, context_mask: Tensor) -> CrossMemory:
-        """Cross-attention memory for one window: tokens [B, L], context [B, S, 128] scaled, mask [B, S]."""
+    def encode(self, tokens: Tensor, context: Tensor, context_mask: Tensor, roll: Tensor | None = None) -> CrossMemory:
+        """Cross-attention memory for one window: tokens [B, L], context [B, S, 128] scaled, mask [B, S], and the
+        window's piano roll [B, T, ROLL_FEATURES] for models built with `pianoroll`."""
         notes = self.notes_encoder(tokens)
         ctx = self.context_encoder(context, context_mask)
-        return self.decoder.memory([notes, ctx])
+        return self.decoder.memory([notes, ctx], roll)
 
     def forward(self, z: Tensor, tau: Tensor, memory: CrossMemory) -> Tensor:
         """Predicted noise for noisy frames `z` at noise times `tau`."""
