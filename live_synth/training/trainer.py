@@ -1,0 +1,298 @@
+"""Training loop for the project's own diffusion models (issue #3), CPU or CUDA, resumable in short chunks.
+
+What one step does (spec §4.1, with the changes training-notes.md asks for):
+- random windows from the training split: a target of `target_length` frames, a context of a random length
+  0..`context_length` of the ground-truth frames before it (left-aligned, masked, terminal-relative positions),
+  the window's tokens (`EventIndex.window`) and, for `pianoroll` models, its piano roll;
+- continuous cosine log-SNR schedule, tau ~ U[0, 1), z = alpha x0 + sigma eps, the decoder predicts eps, L1 loss;
+- classifier-free-guidance dropout: with probability `cfg_dropout` an example loses all its conditioning at once
+  (encodings zeroed and masked, roll zeroed), exactly as `TorchEngine.encode(guided=True)` builds the
+  unconditional branch at inference;
+- AdamW with linear warm-up, gradient clipping, bf16 autocast on CUDA.
+
+A probe batch, fixed at the start, measures every `probe_every` steps the loss with and without conditioning for the
+same noise: a model that ignores the notes has `uncond / cond` ≈ 1 (training-notes.md saw 1.005–1.04).
+
+Chunks: `train(..., minutes=M)` stops after M minutes and saves `ckpt.pt` (weights, optimizer, step, RNG states);
+calling it again with the same `out` folder resumes. The data stream restarts from a seed derived from the step, so
+a resumed run is deterministic but not the very stream an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from live_synth.audio.features import scale_features
+from live_synth.constants import LOG_MEL_MIN, N_MELS
+from live_synth.errors import LiveSynthError
+from live_synth.midi import Note, NoteSequence
+from live_synth.midi.pianoroll import ROLL_FEATURES, note_arrays, pianoroll
+from live_synth.midi.tokenize import EventIndex
+from live_synth.model.checkpoint import save_model
+from live_synth.model.config import ModelConfig, preset
+from live_synth.model.network import SpectrogramDiffusion
+from live_synth.render import tokenizer_config
+from live_synth.sampling.schedules import _A, _B
+
+CKPT = "ckpt.pt"
+LOG = "loss.csv"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "live"  # a preset name; the run's model config is stored in the checkpoint
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup_steps: int = 500
+    weight_decay: float = 0.01
+    cfg_dropout: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 25
+    probe_every: int = 250
+    save_every_s: float = 120.0
+
+
+@dataclass
+class Piece:
+    mel: np.ndarray  # float16 [T, 128] natural-log mel
+    index: EventIndex
+    notes: np.ndarray  # note_arrays(...) for the piano roll
+
+
+def read_train_piece(path: Path, model_cfg: ModelConfig) -> Piece:
+    """One training piece from a dataset shard (keys: mel, notes [K, 5] start/end/pitch/velocity/program, is_drum)."""
+    with np.load(path, allow_pickle=False) as data:
+        mel, raw, drums = data["mel"], data["notes"], data["is_drum"]
+    notes = [Note(pitch=int(p), velocity=int(v), start=float(s), end=float(e), program=int(g), is_drum=bool(d))
+             for (s, e, p, v, g), d in zip(raw, drums)]
+    ns = NoteSequence.from_notes(notes)
+    return Piece(mel, EventIndex(ns, tokenizer_config(model_cfg)), note_arrays(ns))
+
+
+class WindowSampler:
+    """Random training windows from `DATASET/train/*.npz` (the held-out split is never opened)."""
+
+    def __init__(self, dataset: Path, model_cfg: ModelConfig):
+        files = sorted((Path(dataset) / "train").glob("*.npz"))
+        if not files:
+            raise LiveSynthError(f"{dataset}: no training pieces in {Path(dataset) / 'train'}")
+        self.cfg = model_cfg
+        self.pieces = [read_train_piece(f, model_cfg) for f in files]
+        lengths = np.array([max(len(p.mel) - 1, 1) for p in self.pieces], np.float64)
+        self.weights = lengths / lengths.sum()  # every frame equally likely
+
+    def batch(self, rng: np.random.Generator, size: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        L, S = cfg.target_length, cfg.context_length
+        target = np.full((size, L, N_MELS), LOG_MEL_MIN, np.float32)  # past the end: silence (ORIG pads so too)
+        context = np.zeros((size, S, N_MELS), np.float32)
+        mask = np.zeros((size, S), bool)
+        rolls = np.zeros((size, L, ROLL_FEATURES if cfg.pianoroll else 0), np.float32)
+        token_lists = []
+        for b, k in enumerate(rng.choice(len(self.pieces), size=size, p=self.weights)):
+            piece = self.pieces[k]
+            t0 = int(rng.integers(0, max(len(piece.mel) - L // 2, 1)))
+            chunk = piece.mel[t0 : t0 + L]
+            target[b, : len(chunk)] = chunk
+            c = min(int(rng.integers(0, S + 1)), t0)
+            if c:
+                context[b, :c] = piece.mel[t0 - c : t0]
+                mask[b, :c] = True
+            token_lists.append(piece.index.window(t0, L)[0])
+            if cfg.pianoroll:
+                rolls[b] = pianoroll(piece.notes, t0, L)
+        width = max(len(t) for t in token_lists)
+        tokens = np.zeros((size, width), np.int64)
+        for b, t in enumerate(token_lists):
+            tokens[b, : len(t)] = t
+        out = {
+            "target": scale_features(torch.from_numpy(target), clip=True),
+            "context": scale_features(torch.from_numpy(context), clip=True),
+            "mask": torch.from_numpy(mask),
+            "tokens": torch.from_numpy(tokens),
+        }
+        if cfg.pianoroll:
+            out["roll"] = torch.from_numpy(rolls)
+        return out
+
+
+def cosine_alpha_sigma(tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha, sigma of the continuous cosine schedule (same as live_synth.sampling.schedules), batched."""
+    logsnr = -2.0 * torch.log(torch.tan(_A * tau + _B))
+    return torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
+
+
+def diffusion_loss(model: SpectrogramDiffusion, batch: dict, gen: torch.Generator, keep: torch.Tensor,
+                   tau: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between true and predicted noise; `keep` [B] bool, False = this example's conditioning is dropped."""
+    x0 = batch["target"]
+    dev = x0.device
+    if tau is None:
+        tau = torch.rand(x0.shape[0], generator=gen, device=gen.device).to(dev)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(dev)
+    alpha, sigma = cosine_alpha_sigma(tau)
+    z = alpha[:, None, None] * x0 + sigma[:, None, None] * noise
+    k = keep.to(dev)
+    notes, notes_mask = model.notes_encoder(batch["tokens"])
+    ctx, ctx_mask = model.context_encoder(batch["context"], batch["mask"])
+    notes = notes * k[:, None, None]
+    ctx = ctx * k[:, None, None]
+    roll = batch["roll"] * k[:, None, None] if "roll" in batch else None
+    memory = model.decoder.memory([(notes, notes_mask & k[:, None]), (ctx, ctx_mask & k[:, None])], roll)
+    eps = model(z, tau, memory)
+    return F.l1_loss(eps.float(), noise)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _save(out: Path, model, opt, step: int, cfg: TrainConfig, gen: torch.Generator) -> None:
+    _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "train_config": dataclasses.asdict(cfg), "model_config": model.config.to_json(),
+                        "torch_rng": gen.get_state()}, out / CKPT)
+
+
+def _log(out: Path, row: dict) -> None:
+    path = out / LOG
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+@torch.no_grad()
+def probe(model, batch: dict, device: torch.device) -> tuple[float, float]:
+    """(loss with conditioning, loss without) on the fixed probe batch, same tau and noise for both."""
+    model.eval()
+    gen = torch.Generator().manual_seed(1234)
+    n = batch["target"].shape[0]
+    tau, noise = torch.rand(n, generator=gen), torch.randn(batch["target"].shape, generator=gen)
+    on = torch.ones(n, dtype=torch.bool)
+    cond = diffusion_loss(model, batch, gen, on, tau.to(device), noise.to(device)).item()
+    uncond = diffusion_loss(model, batch, gen, ~on, tau.to(device), noise.to(device)).item()
+    model.train()
+    return cond, uncond
+
+
+def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: float = 5.0,
+          max_steps: int | None = None, device: str = "cpu", progress=None,
+          model_config: ModelConfig | None = None) -> int:
+    """Train (or resume) for `minutes` or until `max_steps`; returns the step reached. Saves to `out/ckpt.pt`.
+
+    A new run uses `model_config` (default: the preset `cfg.model`); a resumed run uses what its checkpoint holds.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    resume = torch.load(out / CKPT, map_location="cpu", weights_only=True) if (out / CKPT).exists() else None
+    if resume:
+        model_cfg = ModelConfig.from_dict(json.loads(resume["model_config"]))
+    else:
+        model_cfg = model_config or preset(cfg.model)
+    if resume:
+        cfg = TrainConfig(**resume["train_config"])
+    torch.manual_seed(cfg.seed)
+    model = SpectrogramDiffusion(model_cfg, seed=cfg.seed).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu").manual_seed(cfg.seed)
+    step = 0
+    if resume:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        step = resume["step"]
+        gen.set_state(resume["torch_rng"])
+    data = WindowSampler(dataset, model_cfg)
+    rng = np.random.default_rng([cfg.seed, step])
+    probe_batch = to_device(data.batch(np.random.default_rng([cfg.seed, 10**9]), min(cfg.batch_size, 64)), dev)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu",
+                                                                                                      enabled=False)
+    model.train()
+    start = last_save = time.monotonic()
+    deadline = start + minutes * 60
+    while time.monotonic() < deadline and (max_steps is None or step < max_steps):
+        batch = to_device(data.batch(rng, cfg.batch_size), dev)
+        keep = torch.rand(cfg.batch_size, generator=gen, device=gen.device) >= cfg.cfg_dropout
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with autocast:
+            loss = diffusion_loss(model, batch, gen, keep)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        if not math.isfinite(loss.item()):
+            raise RuntimeError(f"loss became {loss.item()} at step {step}")
+        if step % cfg.log_every == 0 or step == 1:
+            row = {"step": step, "seconds": round(time.monotonic() - start, 2), "loss": round(loss.item(), 5),
+                   "lr": lr_at(step, cfg), "grad_norm": round(float(grad_norm), 4), "probe_cond": "",
+                   "probe_uncond": ""}
+            if step % cfg.probe_every == 0 or step == 1:
+                with autocast:
+                    row["probe_cond"], row["probe_uncond"] = (round(v, 5) for v in probe(model, probe_batch, dev))
+            _log(out, row)
+            if progress:
+                progress(row)
+        if time.monotonic() - last_save > cfg.save_every_s:
+            _save(out, model, opt, step, cfg, gen)
+            last_save = time.monotonic()
+    _save(out, model, opt, step, cfg, gen)
+    return step
+
+
+def export(out: Path, target: Path, description: str = "") -> Path:
+    """Write the trained weights from `out/ckpt.pt` as a compact fp16 model folder (what ships in the package)."""
+    ckpt = torch.load(out / CKPT, map_location="cpu", weights_only=True)
+    cfg = ModelConfig.from_dict(json.loads(ckpt["model_config"]))
+    cfg = dataclasses.replace(cfg, description=description or f"trained by live-synth, {ckpt['step']} steps")
+    model = SpectrogramDiffusion(cfg)
+    model.load_state_dict(ckpt["model"])
+    return save_model(model, target, fp16=True)
+
+
+def plot_losses(out: Path) -> Path:
+    """loss.csv → loss.png (training loss, and the probe's conditioned vs unconditioned loss)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = list(csv.DictReader(open(out / LOG)))
+    steps = [int(r["step"]) for r in rows]
+    fig = Figure(figsize=(8, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(steps, [float(r["loss"]) for r in rows], label="train loss (L1 on ε)", lw=0.8)
+    probes = [(int(r["step"]), float(r["probe_cond"]), float(r["probe_uncond"])) for r in rows if r["probe_cond"]]
+    if probes:
+        ax.plot([p[0] for p in probes], [p[1] for p in probes], "o-", label="probe, with notes")
+        ax.plot([p[0] for p in probes], [p[2] for p in probes], "s--", label="probe, conditioning dropped")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.savefig(out / "loss.png", dpi=100)
+    return out / "loss.png"
