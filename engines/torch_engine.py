@@ -27,6 +27,8 @@ class TorchEngine(Engine):
         self.model = model.to(self.device, self.dtype).eval()
         self.config = model.config
         self.timings = EngineTimings()
+        self._notes_cache: tuple[bytes, tuple] | None = None  # last tokens → notes encoder output
+        self.cache_hits = 0
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -38,7 +40,13 @@ class TorchEngine(Engine):
         tokens = tokens.to(self.device)
         context = context.to(self.device, self.dtype)
         context_mask = context_mask.to(self.device)
-        notes = self.model.notes_encoder(tokens)
+        key = tokens.cpu().numpy().tobytes() + bytes(str(tuple(tokens.shape)), "ascii")
+        if self._notes_cache is not None and self._notes_cache[0] == key:
+            notes = self._notes_cache[1]  # live windows often keep their tokens from one tick to the next
+            self.cache_hits += 1
+        else:
+            notes = self.model.notes_encoder(tokens)
+            self._notes_cache = (key, notes)
         ctx = self.model.context_encoder(context, context_mask)
         if guided:
             # Unconditional branch: encodings zeroed and masks cleared (ORIG CFG dropout), stacked on the batch axis.

@@ -57,6 +57,12 @@ class Sampler:
     def step(self, i: int, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
         raise NotImplementedError
 
+    def level(self, i: int) -> tuple[float, float]:
+        """(alpha, sigma) of the sample entering step i; level(steps) = (1, 0), the clean frames."""
+        if i >= self.steps:
+            return 1.0, 0.0
+        return alpha_sigma(cosine_logsnr(self.taus[i]))
+
 
 @dataclass
 class DDPMParitySampler(Sampler):
@@ -72,6 +78,12 @@ class DDPMParitySampler(Sampler):
         self.alphas_cumprod = squaredcos_cap_v2_alphas_cumprod(self.num_train_timesteps)
         # The model sees t / 1000 computed as int64 tensor / int → float32, as the pipeline does.
         return [float(torch.tensor(t) / self.num_train_timesteps) for t in self.timesteps]
+
+    def level(self, i: int) -> tuple[float, float]:
+        if i >= self.steps:
+            return 1.0, 0.0
+        a = float(self.alphas_cumprod[self.timesteps[i]])
+        return math.sqrt(a), math.sqrt(1.0 - a)
 
     def step(self, i: int, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
         t = self.timesteps[i]
@@ -170,9 +182,26 @@ def make_sampler(name: str, steps: int) -> Sampler:
     return cls(steps=steps)
 
 
-def sample(sampler: Sampler, eps_fn: EpsFn, shape, generator: torch.Generator | None, device="cpu") -> Tensor:
-    """Run the sampling loop: pure noise at taus[0] → clean scaled frames."""
+def sample(sampler: Sampler, eps_fn: EpsFn, shape, generator: torch.Generator | None, device="cpu",
+           known: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Run the sampling loop: pure noise at taus[0] → clean scaled frames.
+
+    `known` = (x0 [B, T, 128], mask [B, T, 1] bool) inpaints: after every step the masked frames are replaced by
+    their known clean values noised to the level of the step's output (fixed noise per call), so the generated
+    frames are drawn consistent with them (window inpainting, architecture.md strategy 1).
+    """
     x = sampler.init_noise(shape, generator, device)
+    if known is not None:
+        x0_known, mask = (t.to(x.device) for t in known)
+        fixed = _randn(shape, generator).to(x.device)
+
+        def pin(x: Tensor, i: int) -> Tensor:
+            alpha, sigma = sampler.level(i)
+            return torch.where(mask, alpha * x0_known + sigma * fixed, x)
+
+        x = pin(x, 0)
     for i, tau in enumerate(sampler.taus):
         x = sampler.step(i, x, eps_fn(x, tau), generator)
+        if known is not None:
+            x = pin(x, i + 1)
     return x
