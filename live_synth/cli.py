@@ -18,7 +18,7 @@ from live_synth import __version__
 from live_synth.errors import LiveSynthError, MidiError
 
 DEFAULT_MODEL = "default"
-FALLBACK_PRESET = "small"  # used, with random weights and a warning, until a trained default model ships
+FALLBACK_PRESET = "live"  # the shipped model's shape; used with random weights, and said so, until it ships
 
 
 def packaged_path(name: str) -> Path:
@@ -33,7 +33,7 @@ def resolve_model_spec(spec: str) -> tuple[str, str | None]:
     if (shipped / "model.safetensors").is_file():
         return str(shipped), None
     return FALLBACK_PRESET, (
-        f"no trained default model is shipped yet: rendering with RANDOM weights (preset '{FALLBACK_PRESET}') and "
+        f"no trained default model is shipped yet: using RANDOM weights (preset '{FALLBACK_PRESET}') and "
         "the Griffin-Lim vocoder. Expect noise shaped by the notes' timing, not music. "
         "Pass --model PATH to use trained weights (e.g. a google/music-spectrogram-diffusion folder)."
     )
@@ -153,6 +153,45 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_play(args: argparse.Namespace) -> int:
+    import torch
+
+    from live_synth.live.session import LiveSession, PlaySettings
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.record:
+        check_output_folder(args.record)
+    settings = PlaySettings(
+        model=args.model, midi_api=args.midi_api, midi_in=args.midi_in, midi_file=args.midi_file,
+        audio_out=args.audio_out, steps=args.steps, hop=args.hop, sampler=args.sampler, strategy=args.strategy,
+        lead_ms=args.lead_ms, vocoder=args.vocoder, record=args.record, seed=args.seed, engine=args.engine,
+        device=args.device, dtype=args.dtype, seconds=args.seconds,
+    )
+    session = LiveSession(settings, log=lambda line: print(f"live-synth: {line}", file=sys.stderr))
+    report = session.run()
+    print(f"\nplayed {report.seconds:.1f} s: {report.ticks} ticks (median {report.tick_ms_median:.1f} ms, p99 "
+          f"{report.tick_ms_p99:.1f} ms), late ticks {report.late_ticks}, ring underruns {report.underruns}, "
+          f"device underflows {report.underflows}, MIDI received {report.midi_received} / dropped "
+          f"{report.midi_dropped}" + (f"; recorded {report.recorded}" if report.recorded else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from live_synth.live.audio_out import list_devices
+    from live_synth.live.midi_in import list_ports
+
+    print("MIDI inputs:")
+    try:
+        ports = list_ports(args.midi_api)
+        print("\n".join(f"  [{i}] {name}" for i, name in enumerate(ports)) or "  (none)")
+    except LiveSynthError as exc:
+        print(f"  unavailable: {exc}")
+    print("  [virtual] a port named 'live-synth' that a DAW or keyboard connects to")
+    print(list_devices().describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="live-synth", description="Real-time neural synthesizer (Spectrogram "
                                      "Diffusion): render MIDI files, inspect models and tokens.")
@@ -177,6 +216,31 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--spectrogram", help="also save the generated log-mel as a PNG")
     render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     render.set_defaults(func=cmd_render)
+
+    play = sub.add_parser("play", help="play live: MIDI in (keyboard, DAW, or --midi-file) → audio out")
+    play.add_argument("--midi-in", default="virtual", help="port name, index, or 'virtual' (a port named live-synth)")
+    play.add_argument("--midi-api", help="jack | alsa | coremidi | windows (default: the platform's, else JACK)")
+    play.add_argument("--midi-file", help="play this MIDI file through the live path in real time (demo)")
+    play.add_argument("--audio-out", help="output device name or index (see `live-synth devices`)")
+    play.add_argument("--model", default=DEFAULT_MODEL)
+    play.add_argument("--steps", type=int, default=4, help="sampling steps per tick (lowered when ticks run late)")
+    play.add_argument("--hop", type=int, default=16, help="frames committed per tick (20 ms each)")
+    play.add_argument("--sampler", default="ddim", help="ddim | dpmpp")
+    play.add_argument("--strategy", choices=["continuation", "inpaint"], help="default: by the model's window")
+    play.add_argument("--lead-ms", type=float, default=250.0, help="audio kept generated ahead of the playhead")
+    play.add_argument("--vocoder", help="griffin-lim, or a neural vocoder folder (default: the model's own)")
+    play.add_argument("--record", help="also write what was played to this WAV file")
+    play.add_argument("--seed", type=int, default=0)
+    play.add_argument("--engine", default="torch")
+    play.add_argument("--device", default="cpu")
+    play.add_argument("--dtype", default="float32")
+    play.add_argument("--threads", type=int, default=0)
+    play.add_argument("--seconds", type=float, help="stop after this many seconds")
+    play.set_defaults(func=cmd_play)
+
+    devices = sub.add_parser("devices", help="list MIDI inputs and audio outputs")
+    devices.add_argument("--midi-api")
+    devices.set_defaults(func=cmd_devices)
 
     info = sub.add_parser("info", help="print a model's config and parameter counts")
     info.add_argument("model", nargs="?", default=DEFAULT_MODEL)

@@ -32,9 +32,14 @@ def make_worker(lead_s=0.4, steps=2):
     gen = LiveGenerator(TorchEngine(model), LivePolicy(hop=8, steps=steps), seed=0)
     ring = SpscRing(16000)
     written = []
+
+    def push(audio):
+        n = ring.write(audio)
+        written.append(audio[:n])
+        return n
+
     worker = GenerationWorker(gen, ListSource(), vocode=lambda f: np.full(len(f) * 320, 0.1, np.float32),
-                              ring=ring, lead_s=lead_s, ring_rate=16000, on_audio=written.append,
-                              clock=lambda: 100.0)
+                              ring=ring, push=push, lead_s=lead_s, ring_rate=16000, clock=lambda: 100.0)
     worker.start_time = 100.0
     return worker, ring, written
 
@@ -59,6 +64,16 @@ def test_an_event_for_already_committed_audio_is_moved_to_the_committed_end():
     worker.apply_midi()
     (note,) = worker.notes.sounding()
     assert note.start == 16 / 50 and worker.stats.late_events == 1 and worker.stats.active_notes == 1
+
+
+def test_release_all_ends_every_sounding_note():
+    worker, _, _ = make_worker()
+    worker.midi.pending = [(100.0, [0x90, 60, 100]), (100.0, [0x99, 36, 100]), (100.0, [0x91, 64, 90])]
+    worker.apply_midi()
+    assert worker.stats.active_notes == 2
+    worker.release_all.set()
+    worker.apply_midi()
+    assert worker.notes.sounding() == [] and not worker.release_all.is_set()
 
 
 def test_late_ticks_lower_the_steps_and_on_time_ticks_give_them_back():

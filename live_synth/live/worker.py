@@ -57,26 +57,25 @@ class GenerationWorker(threading.Thread):
         midi: MidiSource,
         vocode: Callable[[np.ndarray], np.ndarray],
         ring: SpscRing,
+        push: Callable[[np.ndarray], int] | None = None,
         lead_s: float = 0.25,
         ring_rate: float = 16000.0,
-        resample: Callable[[np.ndarray], np.ndarray] | None = None,
-        on_audio: Callable[[np.ndarray], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         recover_after: int = 20,
     ):
-        """`vocode`: log-mel frames [n, 128] → 16 kHz samples [n * 320], streaming (explicit state inside the
-        callable's owner). `resample`: 16 kHz samples → device-rate samples. `on_audio`: sees exactly what is
-        written to the ring (for --record). `lead_s`: ring fill target in seconds of audio at `ring_rate` Hz."""
+        """`vocode`: log-mel frames [n, 128] → 16 kHz samples [n * 320], streaming (its state lives with it).
+        `push`: 16 kHz samples → into the ring (resampled to the device rate, recorded; `OutputFeed.push`);
+        default: written to the ring as they are. `lead_s`: ring fill target in seconds of audio at `ring_rate`."""
         super().__init__(name="live-synth-generation", daemon=True)
         self.generator, self.midi, self.vocode, self.ring = generator, midi, vocode, ring
-        self.resample = resample or (lambda x: x)
-        self.on_audio = on_audio
+        self.push = push or ring.write
         self.clock = clock
         self.lead_s, self.ring_rate = lead_s, ring_rate
         self.recover_after = recover_after
         self.notes = NoteState()
         self.stats = WorkerStats(steps=generator.steps)
         self.stop_event = threading.Event()
+        self.release_all = threading.Event()  # set by the control thread (e.g. the MIDI port vanished)
         self.start_time: float | None = None  # session clock value of audio time 0
         self._on_time = 0
 
@@ -100,6 +99,10 @@ class GenerationWorker(threading.Thread):
 
     def apply_midi(self) -> None:
         committed_s = self.generator.frame / FRAME_RATE
+        if self.release_all.is_set():
+            self.release_all.clear()
+            for channel in range(16):  # all sound off: nothing may hang once its source is gone
+                self.notes.apply(committed_s, [0xB0 | channel, 120, 0])
         for arrival, message in self.midi.drain():
             t = arrival - (self.start_time or 0.0)
             if t < committed_s:
@@ -113,10 +116,7 @@ class GenerationWorker(threading.Thread):
         gen = self.generator
         snapshot = self.notes.snapshot(now=gen.frame / FRAME_RATE, horizon=gen.horizon_s())
         frames, report = gen.tick(snapshot)
-        audio = self.resample(self.vocode(frames).astype(np.float32))
-        written = self.ring.write(audio)
-        if self.on_audio is not None:
-            self.on_audio(audio[:written])
+        self.push(self.vocode(frames).astype(np.float32))
         self._account(report.compute_ms, len(frames) * HOP / 16000 * 1e3)
 
     def _account(self, compute_ms: float, budget_ms: float) -> None:

@@ -1,0 +1,85 @@
+"""`live-synth play` end to end on a real JACK server: a second rtmidi client plays notes into the synth's virtual
+port, a JACK client captures the synth's audio output.
+
+What holds for any model: every note arrives, the worker keeps up (no ring underruns once playing), audio flows to
+JACK. What needs the trained default model (issue #3) — onset within a bound after each note-on, the dominant pitch
+within a semitone for sustained piano notes, decay after note-off — runs only when the package ships one, and is
+skipped with that reason until then (random weights make noise that follows the notes' timing, not their pitch).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from live_synth.cli import packaged_path
+from tests.test_live_io import TAG, Capture, _wait, jack, jack_server, rtmidi  # noqa: F401  (fixture)
+
+SECONDS = 14.0
+NOTES = [(1.0 + 1.2 * i, 60 + 2 * i) for i in range(6)]  # (seconds after connecting, pitch), 0.6 s each
+
+
+def synth_ports(client, before: set[str]) -> tuple[str, list[str]]:
+    midi = [p.name for p in client.get_ports(is_midi=True, is_input=True) if p.name.endswith(":live-synth")]
+    audio = [p.name for p in client.get_ports(is_audio=True, is_output=True)
+             if p.name not in before and not p.name.startswith(("system:", TAG))]
+    return (midi[0] if midi else ""), audio
+
+
+@pytest.fixture(scope="module")
+def e2e(jack_server, tmp_path_factory):
+    """One `play` session with notes sent and audio captured: (stderr, captured audio, JACK rate, recording)."""
+    tmp_path = tmp_path_factory.mktemp("play")
+    client = jack.Client(f"{TAG}-e2e", no_start_server=True)
+    before = {p.name for p in client.get_ports(is_audio=True, is_output=True)}
+    rec = tmp_path / "played.wav"
+    synth = subprocess.Popen(
+        [sys.executable, "-m", "live_synth", "play", "--midi-api", "jack", "--midi-in", "virtual",
+         "--seconds", str(SECONDS), "--record", str(rec), "--hop", "16", "--steps", "2", "--lead-ms", "400"],
+        stderr=subprocess.PIPE, text=True)
+    sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{TAG}-keys")
+    try:
+        assert _wait(lambda: all(synth_ports(client, before)), timeout=60, step=0.2), "synth never came up"
+        midi_port, audio_ports = synth_ports(client, before)
+        capture = Capture(client, SECONDS + 5)
+        client.connect(audio_ports[0], f"{TAG}-e2e:in")
+        sender.open_virtual_port("keys")
+        client.connect(f"{TAG}-keys:keys", midi_port)
+        start = time.monotonic()
+        for at, pitch in NOTES:
+            time.sleep(max(0.0, start + at - time.monotonic()))
+            sender.send_message([0x90, pitch, 96])
+            time.sleep(0.6)
+            sender.send_message([0x80, pitch, 0])
+        _, err = synth.communicate(timeout=SECONDS + 60)
+    finally:
+        sender.delete()
+        if synth.poll() is None:
+            synth.kill()
+        rate = client.samplerate
+        client.deactivate()
+        client.close()
+    assert synth.returncode == 0, err
+    return err, capture.audio(), rate, rec
+
+
+def test_play_answers_a_second_midi_client_and_feeds_jack(e2e):
+    err, audio, rate, rec = e2e
+    report = re.search(r"ring underruns (\d+).*MIDI received (\d+) / dropped (\d+)", err)
+    assert report, err
+    underruns, received, dropped = map(int, report.groups())
+    assert received == 2 * len(NOTES) and dropped == 0
+    assert underruns == 0, f"the worker fell behind: {err.splitlines()[-1]}"
+    assert len(audio) > 5 * rate and np.abs(audio).max() > 1e-3, "no audio reached JACK"
+    assert rec.is_file()
+
+
+def test_each_note_sounds_at_its_pitch_and_decays(e2e):
+    if not (packaged_path("default_model") / "model.safetensors").is_file():
+        pytest.skip("onset/pitch/decay checks need the trained default model (issue #3); plumbing is tested above")
+    pytest.fail("the default model ships now: write the onset/pitch/decay checks against it (issue #4 item 6)")
