@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from live_synth.audio.wav import atomic_output
+from live_synth.files import atomic_output
 from live_synth.constants import HOP, LOG_MEL_MAX, LOG_MEL_MIN, N_MELS, SAMPLE_RATE, SEGMENT_FRAMES
 
 
@@ -16,7 +16,7 @@ def save_spectrogram_png(
 ) -> None:
     """Save natural-log mel [T, 128] as a PNG: time in seconds on x, mel bin on y, dotted lines between segments.
 
-    Colours span the model's feature range [ln 1e-5, 4]. Written atomically (see `wav.atomic_output`).
+    Colours span the model's feature range [ln 1e-5, 4]. Written atomically (`live_synth.files`).
     """
     features = np.asarray(log_mel, dtype=np.float32)
     if features.ndim != 2 or features.shape[1] != N_MELS or features.shape[0] == 0:

@@ -1,66 +1,22 @@
 """WAV files: atomic writes (never a half-written output) and mono reads.
 
-`atomic_output` is also used by `plots.py` for PNG files. Call these from the main or worker thread, never from the
+Writes go through `live_synth.files.atomic_output`. Call these from the main or worker thread, never from the
 audio callback (they allocate and do file I/O).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 
 from live_synth.errors import LiveSynthError
+from live_synth.files import atomic_output
 
 # 16-bit PCM: every player and DAW reads it, and the models' output has far less than 96 dB of dynamic range.
 # Pass subtype="FLOAT" to keep the float samples unchanged (then nothing is clipped).
 DEFAULT_SUBTYPE = "PCM_16"
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
-    """Open a temporary file beside `path` for binary writing; on success fsync it and rename it onto `path`.
-
-    If the body raises, the temporary file is removed and `path` is left as it was (absent or the old file).
-    OS errors (missing folder, no permission, disk full) become `LiveSynthError` naming the path.
-    """
-    target = Path(path)
-    # Same folder, so os.replace is an atomic rename on one file system; hidden, so nothing picks up a partial file.
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        # os.open with 0o666 lets the umask decide the permissions, as for an ordinary new file (mkstemp gives 0600).
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as error:
-        raise LiveSynthError(f"cannot write {target}: {error.strerror}") from error
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(error, OSError):
-            raise LiveSynthError(f"cannot write {target}: {error.strerror or error}") from error
-        raise
-    _fsync_folder(target.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable on POSIX; folders cannot be opened this way on Windows, which is fine to skip.
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def write_wav_atomic(

@@ -16,7 +16,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor
 
 from live_synth.errors import CheckpointError
+from live_synth.files import write_bytes_atomic
 from live_synth.model.config import PRESETS, ModelConfig, preset
 from live_synth.model.network import SpectrogramDiffusion
 
@@ -253,24 +253,13 @@ def load_model(spec: str | os.PathLike, seed: int = 0) -> LoadedModel:
 
 def save_model(model: SpectrogramDiffusion, folder: str | os.PathLike, fp16: bool = False) -> Path:
     """Write `folder/config.json` + `folder/model.safetensors` (config also in the metadata). Atomic per file."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if fp16 else torch.float32
     state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
     cfg_json = model.config.to_json()
-    _atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={METADATA_KEY: cfg_json}))
-    _atomic(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(cfg_json + "\n"))
+    write_bytes_atomic(folder / WEIGHTS_FILE, save(state, metadata={METADATA_KEY: cfg_json}))
+    write_bytes_atomic(folder / CONFIG_FILE, (cfg_json + "\n").encode())
     return folder
-
-
-def _atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

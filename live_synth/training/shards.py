@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from live_synth.audio.wav import atomic_output
+from live_synth.files import atomic_output
 from live_synth.constants import HOP, N_MELS, SAMPLE_RATE
 from live_synth.errors import LiveSynthError
 from live_synth.midi import Note, NoteSequence

@@ -1,0 +1,61 @@
+"""Atomic file output: a file appears whole at its path or not at all (never half-written).
+
+Used for WAV and PNG outputs, model and vocoder weights. Call from the main or worker thread, never from the audio
+callback (it does file I/O).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from live_synth.errors import LiveSynthError
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
+    """Open a temporary file beside `path` for binary writing; on success fsync it and rename it onto `path`.
+
+    If the body raises, the temporary file is removed and `path` is left as it was (absent or the old file).
+    OS errors (missing folder, no permission, disk full) become `LiveSynthError` naming the path.
+    """
+    target = Path(path)
+    # Same folder, so os.replace is an atomic rename on one file system; hidden, so nothing picks up a partial file.
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # os.open with 0o666 lets the umask decide the permissions, as for an ordinary new file (mkstemp gives 0600).
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as error:
+        raise LiveSynthError(f"cannot write {target}: {error.strerror}") from error
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise LiveSynthError(f"cannot write {target}: {error.strerror or error}") from error
+        raise
+    _fsync_folder(target.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable on POSIX; folders cannot be opened this way on Windows, which is fine to skip.
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_output(path) as handle:
+        handle.write(data)
