@@ -215,13 +215,20 @@ class OnnxVocoder:
 
 
 def load_vocoder(spec: str | Path | None = None) -> Vocoder:
-    """Vocoder for a CLI-style spec: None or "griffin-lim" -> `GriffinLimVocoder()`; a path to .onnx -> `OnnxVocoder`.
+    """Vocoder for a CLI-style spec: None or "griffin-lim" -> `GriffinLimVocoder()`; a path to .onnx -> `OnnxVocoder`;
+    a folder holding vocoder.safetensors, or a .safetensors file -> the streaming `NeuralVocoder`.
 
-    Raises `LiveSynthError` for anything else, `CheckpointError` for an unusable .onnx file.
+    Raises `LiveSynthError` for anything else, `CheckpointError` for an unusable weight file.
     """
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == GRIFFIN_LIM):
         return GriffinLimVocoder()
     path = Path(spec)
     if path.suffix.lower() == ".onnx":
         return OnnxVocoder(path)
-    raise LiveSynthError(f"unknown vocoder {str(spec)!r}: use '{GRIFFIN_LIM}' or a path to an .onnx file")
+    from live_synth.audio.neural_vocoder import NeuralVocoder, is_vocoder_path  # imported here: a torch module
+
+    if is_vocoder_path(path):
+        return NeuralVocoder(path)
+    raise LiveSynthError(
+        f"unknown vocoder {str(spec)!r}: use '{GRIFFIN_LIM}', an .onnx file, or a neural vocoder folder / .safetensors"
+    )

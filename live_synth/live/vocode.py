@@ -1,0 +1,64 @@
+"""Streaming vocoding for the live path: committed log-mel frames [n, 128] in, 16 kHz samples [n * 320] out.
+
+Each stream declares `delay_samples`: its output is the offline vocoding of the same frames shifted by that much.
+- `NeuralStream`: the project's streaming vocoder (`StreamingVocoder.step` with explicit state); exact.
+- `GriffinLimStream`: the weight-free fallback. Griffin-Lim needs whole spectrograms, so each call re-vocodes the
+  new frames with `context` frames before them and crossfades one held-back frame (20 ms) with its new rendering,
+  which hides the phase jump at chunk boundaries; an approximation of offline Griffin-Lim, not equal to it.
+Thread: the generation worker only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from live_synth.audio.vocoders import GriffinLimVocoder, Vocoder
+from live_synth.constants import HOP, N_MELS
+
+
+class NeuralStream:
+    def __init__(self, vocoder) -> None:
+        self.model = getattr(vocoder, "model", vocoder)  # a NeuralVocoder wrapper or the StreamingVocoder itself
+        self.state = self.model.initial_state(1)
+        self.delay_samples = int(self.model.delay_samples)
+        self.name = f"neural stream (delay {self.delay_samples} samples)"
+
+    @torch.inference_mode()
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        audio, self.state = self.model.step(torch.from_numpy(np.ascontiguousarray(frames, np.float32))[None],
+                                            self.state)
+        return audio[0].numpy()
+
+
+class GriffinLimStream:
+    def __init__(self, vocoder: GriffinLimVocoder | None = None, context: int = 8) -> None:
+        self.vocoder = vocoder or GriffinLimVocoder(n_iter=16)
+        self.context = context
+        self.history = np.zeros((0, N_MELS), np.float32)
+        self.held = np.zeros(0, np.float32)  # last frame's samples, not yet output
+        self.delay_samples = HOP
+        ramp = (np.arange(HOP, dtype=np.float32) + 0.5) / HOP
+        self.fade_in, self.fade_out = ramp, 1.0 - ramp
+        self.name = f"griffin-lim stream (context {context} frames, delay {HOP} samples)"
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        n = len(frames)
+        ctx = self.history[-self.context :]
+        audio = self.vocoder(np.concatenate([ctx, frames]).astype(np.float32))
+        self.history = np.concatenate([ctx, frames])[-self.context :]
+        fresh = audio[(len(ctx) - 1) * HOP :] if len(ctx) else np.concatenate([np.zeros(HOP, np.float32), audio])
+        # fresh = [re-rendering of the held frame][n new frames]; crossfade the first with what was held back.
+        if len(self.held):
+            fresh[:HOP] = self.held * self.fade_out + fresh[:HOP] * self.fade_in
+        out, self.held = fresh[: n * HOP], fresh[n * HOP :].copy()
+        return out
+
+
+def streaming_vocoder(vocoder: Vocoder):
+    """The live stream for a vocoder: exact streaming when it has one, chunked Griffin-Lim otherwise."""
+    if hasattr(getattr(vocoder, "model", vocoder), "initial_state"):
+        return NeuralStream(vocoder)
+    if isinstance(vocoder, GriffinLimVocoder):
+        return GriffinLimStream(GriffinLimVocoder(n_iter=min(vocoder.n_iter, 16)))
+    raise ValueError(f"vocoder {vocoder.name} cannot stream; use the neural vocoder or griffin-lim")
