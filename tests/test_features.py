@@ -171,3 +171,17 @@ def test_scale_unscale_round_trip_and_clipping() -> None:
     assert scale_features(outside, clip=False)[1] > 1.0
     assert unscale_features(torch.tensor([2.0]))[0] > LOG_MEL_MAX
     assert unscale_features(torch.tensor([2.0]), clip=True)[0] == pytest.approx(LOG_MEL_MAX)
+
+
+def test_cached_tensors_made_under_inference_mode_still_serve_training():
+    """A vocoder may build the cached window/filterbank inside torch.inference_mode(); training that later uses
+    them must still backpropagate (inference tensors cannot be saved for backward)."""
+    from live_synth.audio import features
+
+    features._window.cache_clear()
+    features._filterbank.cache_clear()
+    with torch.inference_mode():
+        features.log_mel(torch.rand(1, 3200))
+    audio = torch.rand(1, 3200, requires_grad=True)
+    features.log_mel(audio).sum().backward()
+    assert audio.grad is not None and torch.isfinite(audio.grad).all()

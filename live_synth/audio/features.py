@@ -49,6 +49,7 @@ def hertz_to_mel(hz: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
+@torch.inference_mode(False)  # cached for everyone: never an inference tensor, which autograd could not save
 def _filterbank(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     # Built in float64 and then cast; TF builds it in float32, which differs by ~1e-6 relative (irrelevant here).
     nyquist = SAMPLE_RATE / 2.0
@@ -80,6 +81,7 @@ def mel_center_hz() -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
+@torch.inference_mode(False)  # see _filterbank
 def _window(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     # torch's periodic Hann equals TF's hann_window(periodic=True): 0.5 - 0.5 cos(2 pi n / 640).
     return torch.hann_window(WIN_LENGTH, periodic=True, dtype=dtype, device=device)

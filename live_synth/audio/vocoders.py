@@ -57,6 +57,7 @@ def _check_log_mel(log_mel: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
+@torch.inference_mode(False)  # cached for everyone: never an inference tensor (see features._filterbank)
 def _filterbank_pinv(dtype: torch.dtype) -> torch.Tensor:
     return torch.linalg.pinv(mel_filterbank(torch.float64)).to(dtype)
 
