@@ -12,10 +12,14 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from live_synth.errors import LiveSynthError
+
+if TYPE_CHECKING:
+    from live_synth.model.config import ModelConfig
 
 
 @dataclass
@@ -40,7 +44,7 @@ class Engine(ABC):
     """One inference back end. Inputs and outputs are torch tensors on `self.device` in float32 at the boundary."""
 
     name: str
-    config: "ModelConfig"  # noqa: F821  (the model's shapes and token language)
+    config: ModelConfig  # the model's shapes and token language
     timings: EngineTimings
 
     @abstractmethod

@@ -39,6 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from live_synth.provenance import machine, revision  # noqa: E402
+
 PERIOD, RATE = 256, 48000
 LEAD_S, HOP_SAMPLES = 0.1, 320  # producer: keep 100 ms in the ring, push 20 ms frames
 
@@ -200,23 +202,8 @@ def callback_stats(output, first: int, last: int) -> dict:
 
 
 # --- report ---------------------------------------------------------------------------------------------------------
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))  # fmt: skip
-    except (OSError, StopIteration):
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores"
 
 
-def revision() -> str:
-    try:
-        rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
-        dirty = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, text=True)
-        return rev + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def report(results: list[dict], args, server: str, output) -> str:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ from live_synth.audio.features import log_mel
 from live_synth.audio.neural_vocoder import StreamingVocoder, load_streaming_vocoder, onnx_state_names, preset
 from live_synth.audio.vocoders import GriffinLimVocoder
 from live_synth.constants import HOP, SAMPLE_RATE
+from live_synth.provenance import machine, revision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,24 +108,8 @@ def latency_row(name: str, threads: int, runs: list[list[float]]) -> tuple[str, 
     return name, threads, wall, f"{np.median(calls):.2f} / {np.percentile(calls, 99):.2f}"
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
 
 
-def revision() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    return rev + (" (+ uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def load_average() -> str:

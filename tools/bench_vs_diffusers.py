@@ -13,8 +13,6 @@ Needs the parity extra (diffusers, transformers). Run it on an otherwise idle ma
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ from live_synth.midi import tokenize_midi  # noqa: E402
 from live_synth.model.checkpoint import diffusers_key_to_ours  # noqa: E402
 from live_synth.model.config import preset  # noqa: E402
 from live_synth.model.network import SpectrogramDiffusion  # noqa: E402
+from live_synth.provenance import machine, revision  # noqa: E402
 from live_synth.render import real_length, render_mel  # noqa: E402
 from live_synth.sampling.samplers import DDPMParitySampler  # noqa: E402
 
@@ -53,25 +52,8 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {torch.get_num_threads()} torch threads"
 
 
-def revision() -> str:
-    try:
-        rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
-        dirty = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, text=True)
-        return rev + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

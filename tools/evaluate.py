@@ -30,9 +30,7 @@ import datetime
 import io
 import json
 import math
-import platform
 import shlex
-import subprocess
 import sys
 import time
 import zipfile
@@ -50,6 +48,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from engines import load_engine  # noqa: E402
+from live_synth.provenance import machine, revision  # noqa: E402
 from live_synth.audio import GriffinLimVocoder, load_vocoder, log_mel  # noqa: E402
 from live_synth.files import atomic_output  # noqa: E402
 from live_synth.cli import resolve_model_spec, warn  # noqa: E402
@@ -377,23 +376,8 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {torch.get_num_threads()} torch threads"
 
 
-def revision() -> str:
-    try:
-        rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
-        dirty = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, text=True)
-        return rev + (" + uncommitted changes" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # --------------------------------------------------------------------------------------------------------------------

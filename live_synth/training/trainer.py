@@ -41,6 +41,7 @@ from live_synth.midi.pianoroll import ROLL_FEATURES, note_arrays, pianoroll
 from live_synth.midi.tokenize import EventIndex
 from live_synth.model.checkpoint import save_model
 from live_synth.model.config import ModelConfig, preset
+from live_synth.provenance import append_csv_row
 from live_synth.model.network import SpectrogramDiffusion
 from live_synth.render import tokenizer_config
 from live_synth.sampling.schedules import _A, _B
@@ -176,14 +177,6 @@ def _save(out: Path, model, opt, step: int, cfg: TrainConfig, gen: torch.Generat
                         "torch_rng": gen.get_state()}, out / CKPT)
 
 
-def _log(out: Path, row: dict) -> None:
-    path = out / LOG
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
 
 
 @torch.no_grad()
@@ -255,7 +248,7 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
             if step % cfg.probe_every == 0 or step == 1:
                 with autocast:
                     row["probe_cond"], row["probe_uncond"] = (round(v, 5) for v in probe(model, probe_batch, dev))
-            _log(out, row)
+            append_csv_row(out / LOG, row)
             if progress:
                 progress(row)
         if time.monotonic() - last_save > cfg.save_every_s:

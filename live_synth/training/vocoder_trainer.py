@@ -38,6 +38,7 @@ from live_synth.audio.features import log_mel
 from live_synth.audio.neural_vocoder import StreamingVocoder, VocoderConfig, preset, save_vocoder
 from live_synth.constants import HOP
 from live_synth.errors import CheckpointError, LiveSynthError
+from live_synth.provenance import append_csv_row
 from live_synth.training.metrics import MR_STFT_RESOLUTIONS
 from live_synth.training.shards import piece_paths, read_piece
 
@@ -217,14 +218,6 @@ def load_checkpoint(out: Path) -> dict | None:
         raise CheckpointError(f"{path}: cannot read the training checkpoint ({type(exc).__name__})") from None
 
 
-def _log(out: Path, row: dict) -> None:
-    path = out / LOG
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
 
 
 LOG_FIELDS = ("step", "seconds", "lr", "loss", "sc", "logmag", "mel", "grad_norm", "steps_per_s", "valid_mel_l1",
@@ -350,7 +343,7 @@ def train(dataset: Path, out: Path, cfg: VocoderTrainConfig = VocoderTrainConfig
                 valid = reanalysis_error(trainer.model, heldout)
                 row["valid_mel_l1"] = round(valid["mel_l1"], 4)
                 row["valid_mel_l1_loud"] = round(valid["mel_l1_loud"], 4)
-            _log(out, {k: row[k] for k in LOG_FIELDS})
+            append_csv_row(out / LOG, {k: row[k] for k in LOG_FIELDS})
             if progress:
                 progress(row)
             sums, steps_at_log, last_log = {}, step, time.monotonic()
