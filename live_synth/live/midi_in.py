@@ -234,6 +234,12 @@ class MidiInput:
         if self._midi_in is None:
             return
         self._midi_in.cancel_callback()
+        # A JACK (or ALSA) thread may be inside _on_message right now, waiting for the GIL that we hold. Closing the
+        # port while holding it stalls the client close until JACK cancels that thread in the middle of taking the
+        # GIL, which leaves the GIL's mutex locked and hangs the whole process (seen in a clean-clone test run).
+        # Sleeping releases the GIL for longer than a few JACK periods, so an in-flight callback can finish; after
+        # cancel_callback() no new one starts.
+        time.sleep(0.05)
         self._midi_in.close_port()
         self._midi_in.delete()
         self._midi_in = None
