@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from live_synth.cli import packaged_path
-from tests.test_live_io import TAG, Capture, _wait, jack, jack_server, rtmidi  # noqa: F401  (fixture)
+from tests.jack_cases.live_io import TAG, Capture, _wait, jack, jack_server, rtmidi  # noqa: F401  (fixture)
 
 SECONDS = 14.0
 NOTES = [(1.0 + 1.2 * i, 60 + 2 * i) for i in range(6)]  # (seconds after connecting, pitch), 0.6 s each
