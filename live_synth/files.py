@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from live_synth.errors import LiveSynthError
+from live_synth.errors import CheckpointError, LiveSynthError
 
 
 @contextlib.contextmanager
@@ -59,3 +60,22 @@ def _fsync_folder(folder: Path) -> None:
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     with atomic_output(path) as handle:
         handle.write(data)
+
+
+def one_line(text: object) -> str:
+    """A library's error text as one plain line (no newlines, no terminal colour codes)."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(text)).split())
+
+
+def read_safetensors(path: str | Path) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a safetensors file in one read; a missing or unreadable file is a CheckpointError."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(exc)[:200]})") from None

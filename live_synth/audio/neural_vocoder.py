@@ -53,7 +53,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -65,7 +64,7 @@ from torch import Tensor, nn
 
 from live_synth.constants import HOP, LOG_MEL_MAX, LOG_MEL_MIN, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH
 from live_synth.errors import CheckpointError
-from live_synth.files import write_bytes_atomic
+from live_synth.files import one_line, read_safetensors, write_bytes_atomic
 
 N_BINS = N_FFT // 2 + 1  # 513
 WEIGHTS_FILE = "vocoder.safetensors"
@@ -413,10 +412,6 @@ def export_step_onnx(model: StreamingVocoder, path: str | os.PathLike, opset: in
 # Files: a folder with vocoder.json + vocoder.safetensors, or one .safetensors file with the config in its metadata.
 
 
-def _one_line(text: str) -> str:
-    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(text)).split())[:200]
-
-
 def save_vocoder(model: StreamingVocoder, path: str | os.PathLike, fp16: bool = False) -> Path:
     """Write `path/vocoder.safetensors` + `path/vocoder.json`, or one file if `path` ends in .safetensors.
 
@@ -446,18 +441,9 @@ def is_vocoder_path(path: str | os.PathLike) -> bool:
 
 def load_streaming_vocoder(path: str | os.PathLike) -> StreamingVocoder:
     """Load a vocoder written by `save_vocoder` (eval mode, float32). Any problem is one `CheckpointError` line."""
-    from safetensors import safe_open
-
     path = Path(path)
     weights = path / WEIGHTS_FILE if path.is_dir() else path
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing file")
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:  # safetensors raises several types for truncated or foreign files
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({_one_line(exc)})") from None
+    state, meta = read_safetensors(weights)
     if path.is_dir() and (path / CONFIG_FILE).is_file():
         source = path / CONFIG_FILE
         text = source.read_text()
@@ -468,7 +454,7 @@ def load_streaming_vocoder(path: str | os.PathLike) -> StreamingVocoder:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{source}: not a readable JSON file ({_one_line(exc)})") from None
+        raise CheckpointError(f"{source}: not a readable JSON file ({one_line(exc)[:200]})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{source}: expected a JSON object")
     model = StreamingVocoder(VocoderConfig.from_dict(data, str(source)))

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from live_synth.errors import CheckpointError
-from live_synth.files import write_bytes_atomic
+from live_synth.files import one_line, read_safetensors, write_bytes_atomic
 from live_synth.model.config import PRESETS, ModelConfig, preset
 from live_synth.model.network import SpectrogramDiffusion
 
@@ -126,14 +126,10 @@ def _config_from_diffusers(folder: Path) -> ModelConfig:
         raise CheckpointError(f"{folder}: config.json lacks key {exc}") from None
 
 
-def _one_line(text: str) -> str:
-    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
-
-
 def _weights_only_reason(exc: Exception) -> str:
     """The cause inside torch's many-line weights_only refusal, e.g. 'Unsupported global: GLOBAL x.Y ...'."""
     for line in str(exc).splitlines():
-        line = _one_line(line).removeprefix("WeightsUnpickler error:").strip()
+        line = one_line(line).removeprefix("WeightsUnpickler error:").strip()
         if "nsupported" in line:
             return line.split(". ")[0].rstrip(".")
     return "it holds something other than tensors"
@@ -144,9 +140,7 @@ def _load_tensor_file(path: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: missing file")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
+            return read_safetensors(path)[0]
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refused the pickle (an object that is not a tensor, or not a pickle at all). torch explains
@@ -154,7 +148,7 @@ def _load_tensor_file(path: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: refused, not a plain tensor file (read with weights_only: "
                               f"{_weights_only_reason(exc)})") from None
     except Exception as exc:  # corrupt pickles raise many types; all mean the same to the user
-        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {_one_line(str(exc))})") from None
+        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {one_line(str(exc))})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
     return state
@@ -209,16 +203,8 @@ def load_diffusers_folder(folder: Path) -> LoadedModel:
 
 
 def _load_own(path: Path) -> LoadedModel:
-    from safetensors import safe_open
-
     weights = path / WEIGHTS_FILE if path.is_dir() else path
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing file")
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:
-        raise CheckpointError(f"{weights}: not a safetensors file ({exc})") from None
+    state, meta = read_safetensors(weights)
     if path.is_dir() and (path / CONFIG_FILE).is_file():
         cfg_dict = _read_json(path / CONFIG_FILE)
         source = path / CONFIG_FILE
@@ -228,7 +214,6 @@ def _load_own(path: Path) -> LoadedModel:
         raise CheckpointError(f"{path}: missing {CONFIG_FILE} (and no config in the weight file's metadata)")
     cfg = ModelConfig.from_dict(cfg_dict, str(source))
     model = SpectrogramDiffusion(cfg)
-    state = _load_tensor_file(weights)
     _load_state(model, state, {k: weights for k in set(state) | set(model.state_dict())})
     vocoder = path / "melgan.onnx" if path.is_dir() else None
     return LoadedModel(model.eval(), str(path), False, vocoder if vocoder and vocoder.is_file() else None)
