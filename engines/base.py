@@ -80,10 +80,33 @@ class Engine(ABC):
         self.timings = EngineTimings()
 
 
-def load_engine(name: str, model, device: str = "cpu", dtype: str = "float32") -> Engine:
-    """The engine called `name` running `model` (a SpectrogramDiffusion)."""
+ENGINES = ("torch", "onnx", "tensorrt")
+
+
+def load_engine(name: str, model, device: str = "cpu", dtype: str = "float32", root=None,
+                cuda_graph: bool = False, threads: int | None = None) -> Engine:
+    """The engine called `name` running `model` (a SpectrogramDiffusion).
+
+    torch: `device` cpu or cuda, `dtype` float32/bfloat16/float16, `cuda_graph` on CUDA.
+    onnx: fp32 graphs in `root/onnx` (default root: the user cache; exported on first use, seconds for the small
+    models). tensorrt: plans in `root/tensorrt-<precision>`, built beforehand by `live-synth export --engine
+    tensorrt` (`dtype` float16/bfloat16/float32), decoder step always replayed from a CUDA graph.
+    """
     if name == "torch":
         from engines.torch_engine import TorchEngine
 
-        return TorchEngine(model, device=device, dtype=dtype)
-    raise LiveSynthError(f"unknown engine {name!r}; available now: torch")
+        return TorchEngine(model, device=device, dtype=dtype, cuda_graph=cuda_graph)
+    if name == "onnx":
+        if dtype != "float32":
+            raise LiveSynthError("the onnx engine runs fp32 graphs; half precision is the tensorrt engine's job")
+        from engines.ort_engine import OnnxEngine
+
+        return OnnxEngine.for_model(model, root, device=device, threads=threads)
+    if name == "tensorrt":
+        from engines.tensorrt_engine import TensorRTEngine
+
+        precision = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(dtype)
+        if precision is None:
+            raise LiveSynthError(f"unknown dtype {dtype!r}")
+        return TensorRTEngine.for_model(model, root, precision=precision)
+    raise LiveSynthError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

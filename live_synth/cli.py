@@ -95,7 +95,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         warnings.append(f"model '{args.model}' is a preset with RANDOM weights: expect noise, not music")
     song = load_song(midi_path, loaded.model.config, warnings)
     vocoder = load_vocoder(args.vocoder or loaded.vocoder_path)
-    engine = load_engine(args.engine, loaded.model, device=args.device, dtype=args.dtype)
+    engine = load_engine(args.engine, loaded.model, device=args.device, dtype=args.dtype, root=args.engine_dir,
+                         cuda_graph=args.cuda_graph)
     for line in warnings:  # only once every input has been accepted: a bad input is one error line, nothing else
         warn(line)
 
@@ -166,7 +167,8 @@ def cmd_play(args: argparse.Namespace) -> int:
         model=args.model, midi_api=args.midi_api, midi_in=args.midi_in, midi_file=args.midi_file,
         audio_out=args.audio_out, steps=args.steps, hop=args.hop, sampler=args.sampler, strategy=args.strategy,
         lead_ms=args.lead_ms, vocoder=args.vocoder, record=args.record, seed=args.seed, engine=args.engine,
-        device=args.device, dtype=args.dtype, seconds=args.seconds,
+        device=args.device, dtype=args.dtype, engine_dir=args.engine_dir, cuda_graph=args.cuda_graph,
+        seconds=args.seconds,
     )
     session = LiveSession(settings, log=lambda line: print(f"live-synth: {line}", file=sys.stderr))
     report = session.run()
@@ -192,6 +194,50 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    from engines.base import ENGINES
+
+    group = parser.add_argument_group("engine")
+    group.add_argument("--engine", choices=ENGINES, default="torch",
+                       help="torch (reference), onnx (onnxruntime; graphs exported on first use) or tensorrt "
+                       "(plans built by `live-synth export --engine tensorrt`)")
+    group.add_argument("--engine-dir", help="root of exported engines (default: ~/.cache/live-synth/engines/<weights>)")
+    group.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    group.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    group.add_argument("--cuda-graph", action="store_true", help="torch on CUDA: replay the decoder step as a graph")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Build an engine ahead of time and check it against the torch fp32 engine on random inputs."""
+    from engines.onnx_export import engine_root, export_onnx, weights_fingerprint
+    from live_synth.model import load_model
+
+    spec, warning = resolve_model_spec(args.model)
+    loaded = load_model(spec, seed=args.seed)
+    if warning:
+        warn(warning)
+    model = loaded.model
+    fingerprint = weights_fingerprint(model)
+    root = Path(args.out) if args.out else engine_root(model, fingerprint)
+    say = (lambda line: None) if args.quiet else (lambda line: print(f"export: {line}", file=sys.stderr))
+    start = time.perf_counter()
+    export_onnx(model, root / "onnx", progress=say)
+    say(f"ONNX graphs in {root / 'onnx'} ({time.perf_counter() - start:.1f} s)")
+    if args.engine == "onnx":
+        from engines.parity import check_engine
+        from engines.ort_engine import OnnxEngine
+
+        report = check_engine(OnnxEngine(root / "onnx", fingerprint=fingerprint), model)
+        say(f"onnxruntime vs torch fp32 on random inputs: {report}")
+    else:
+        from engines.tensorrt_engine import build_plans
+
+        plans = build_plans(root / "onnx", root / f"tensorrt-{args.precision}", args.precision, progress=say)
+        say(f"TensorRT plans in {plans} ({time.perf_counter() - start:.1f} s)")
+    print(root)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="live-synth", description="Real-time neural synthesizer (Spectrogram "
                                      "Diffusion): render MIDI files, inspect models and tokens.")
@@ -209,9 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (1 = off)")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--vocoder", help="griffin-lim, or a MelGAN .onnx file (default: the model's own)")
-    render.add_argument("--engine", default="torch", help="inference engine (torch)")
-    render.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    render.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    add_engine_args(render)
     render.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     render.add_argument("--spectrogram", help="also save the generated log-mel as a PNG")
     render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -231,12 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--vocoder", help="griffin-lim, or a neural vocoder folder (default: the model's own)")
     play.add_argument("--record", help="also write what was played to this WAV file")
     play.add_argument("--seed", type=int, default=0)
-    play.add_argument("--engine", default="torch")
-    play.add_argument("--device", default="cpu")
-    play.add_argument("--dtype", default="float32")
+    add_engine_args(play)
     play.add_argument("--threads", type=int, default=0)
     play.add_argument("--seconds", type=float, help="stop after this many seconds")
     play.set_defaults(func=cmd_play)
+
+    export = sub.add_parser("export", help="build an onnx or tensorrt engine ahead of time (render/play/bench "
+                            "--engine use it)")
+    export.add_argument("--engine", choices=["onnx", "tensorrt"], required=True)
+    export.add_argument("--model", default=DEFAULT_MODEL)
+    export.add_argument("--out", help="engines root to write (default: ~/.cache/live-synth/engines/<weights>)")
+    export.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16", help="tensorrt only")
+    export.add_argument("--seed", type=int, default=0, help="weights of a preset (random models)")
+    export.add_argument("-q", "--quiet", action="store_true")
+    export.set_defaults(func=cmd_export)
 
     devices = sub.add_parser("devices", help="list MIDI inputs and audio outputs")
     devices.add_argument("--midi-api")

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="stop and save after this long")
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                        help="autocast dtype for forward passes (weights and optimizer stay fp32)")
     parser.add_argument("--export", type=Path, help="write the run's weights (fp16) to this folder and exit")
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
         step = train(args.dataset, args.out, cfg, args.minutes, args.max_steps, args.device,
+                     precision=args.precision,
                      progress=lambda row: print(", ".join(f"{k} {v}" for k, v in row.items() if v != ""),
                                                 flush=True))
     except LiveSynthError as exc:

@@ -39,6 +39,8 @@ class PlaySettings:
     engine: str = "torch"
     device: str = "cpu"
     dtype: str = "float32"
+    engine_dir: str | None = None  # exported engines' root (default: the user cache)
+    cuda_graph: bool = False
     seconds: float | None = None  # stop after this long (tests, benchmarks)
 
 
@@ -72,7 +74,8 @@ class LiveSession:
             log(f"warning: {warning or f'model {settings.model!r} has RANDOM weights'}")
         cfg = loaded.model.config
         strategy = settings.strategy or ("inpaint" if cfg.target_length >= 256 else "continuation")
-        self.engine = load_engine(settings.engine, loaded.model, device=settings.device, dtype=settings.dtype)
+        self.engine = load_engine(settings.engine, loaded.model, device=settings.device, dtype=settings.dtype,
+                                  root=settings.engine_dir, cuda_graph=settings.cuda_graph)
         self.generator = LiveGenerator(self.engine, LivePolicy(settings.hop, settings.steps, settings.sampler,
                                                                strategy), seed=settings.seed)
         self.vocoder = streaming_vocoder(load_vocoder(settings.vocoder or loaded.vocoder_path))

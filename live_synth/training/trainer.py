@@ -8,7 +8,8 @@ What one step does (spec §4.1, with the changes training-notes.md asks for):
 - classifier-free-guidance dropout: with probability `cfg_dropout` an example loses all its conditioning at once
   (encodings zeroed and masked, roll zeroed), exactly as `TorchEngine.encode(guided=True)` builds the
   unconditional branch at inference;
-- AdamW with linear warm-up, gradient clipping, bf16 autocast on CUDA.
+- AdamW with linear warm-up, gradient clipping, bf16 autocast (CUDA, and CPU: 1.4x faster per step than fp32 on
+  this 2-core EPYC with avx512_bf16, measured with tools/train.py; `precision="fp32"` turns it off).
 
 A probe batch, fixed at the start, measures every `probe_every` steps the loss with and without conditioning for the
 same noise: a model that ignores the notes has `uncond / cond` ≈ 1 (training-notes.md saw 1.005–1.04).
@@ -195,7 +196,7 @@ def probe(model, batch: dict, device: torch.device) -> tuple[float, float]:
 
 def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: float = 5.0,
           max_steps: int | None = None, device: str = "cpu", progress=None,
-          model_config: ModelConfig | None = None) -> int:
+          model_config: ModelConfig | None = None, precision: str = "bf16") -> int:
     """Train (or resume) for `minutes` or until `max_steps`; returns the step reached. Saves to `out/ckpt.pt`.
 
     A new run uses `model_config` (default: the preset `cfg.model`); a resumed run uses what its checkpoint holds.
@@ -222,8 +223,9 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
     data = WindowSampler(dataset, model_cfg)
     rng = np.random.default_rng([cfg.seed, step])
     probe_batch = to_device(data.batch(np.random.default_rng([cfg.seed, 10**9]), min(cfg.batch_size, 64)), dev)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu",
-                                                                                                      enabled=False)
+    if precision not in ("bf16", "fp32"):
+        raise LiveSynthError(f"precision must be bf16 or fp32, not {precision!r}")
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     model.train()
     start = last_save = time.monotonic()
     deadline = start + minutes * 60

@@ -1,0 +1,217 @@
+"""Export a model to ONNX graphs with fixed input/output names, for onnxruntime and TensorRT (issue #6).
+
+Three graphs per model, one window geometry each (the model's own: `target_length` frames, `context_length` context
+frames, up to `max_tokens` tokens):
+
+  notes.onnx    tokens [1, L] int64 (L dynamic, 1..max_tokens)            → notes_hidden [1, L, d]
+  memory.onnx   notes_hidden [1, M, d] (M = max_tokens, zero-padded), notes_mask [1, M] bool,
+                context [1, S, 128] (scaled), context_mask [1, S] bool, (roll [1, T, ROLL_FEATURES])
+                → k0, v0, k1, v1, ... [1, H, M + S, d_kv], cross_bias [1, 1, 1, M + S], (frame_bias [1, T, d])
+  denoise.onnx  z [B, T, 128], tau [B] (B dynamic: 1, or 2 with classifier-free guidance), k0, v0, ...,
+                cross_bias, (frame_bias)                                   → eps [B, T, 128]
+
+The notes encoder is its own graph so that an engine can keep its output while a window's tokens do not change (most
+live ticks); its token axis is dynamic because padding every window to `max_tokens` would cost 4-30x more encoder
+work than the real tokens (padded keys are masked, so the real rows are the same either way). memory.onnx pads the
+notes to `max_tokens` so that everything downstream has static shapes: the cross-attention keys that are padding get
+the bias -1e10 and contribute exactly 0 after the softmax in fp32.
+
+The unconditional branch of classifier-free guidance needs no graph: with every key masked and all encodings zero,
+its keys/values are zero, its bias is -1e10 everywhere and its frame bias is zero (what TorchEngine computes).
+
+`manifest.json` records names, shapes, opset, the torch version and a fingerprint of the weights, so that a stale
+export is never run against other weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from live_synth.errors import LiveSynthError
+from live_synth.midi.pianoroll import ROLL_FEATURES
+from live_synth.model.decoder import CrossMemory
+from live_synth.model.network import SpectrogramDiffusion
+
+OPSET = 17
+MANIFEST = "manifest.json"
+GRAPHS = ("notes", "memory", "denoise")
+FORMAT_VERSION = 1
+
+
+def weights_fingerprint(model: SpectrogramDiffusion) -> str:
+    """A short hash of the config and every weight (fp32 bytes): which model an export belongs to."""
+    digest = hashlib.blake2b(model.config.to_json().encode(), digest_size=12)
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class GraphNames:
+    """Fixed input/output names of the three graphs for a model config."""
+
+    layers: int
+    pianoroll: bool
+
+    @property
+    def kv(self) -> list[str]:
+        return [f"{kind}{i}" for i in range(self.layers) for kind in ("k", "v")]
+
+    @property
+    def memory_inputs(self) -> list[str]:
+        return ["notes_hidden", "notes_mask", "context", "context_mask"] + (["roll"] if self.pianoroll else [])
+
+    @property
+    def memory_outputs(self) -> list[str]:
+        return self.kv + ["cross_bias"] + (["frame_bias"] if self.pianoroll else [])
+
+    @property
+    def denoise_inputs(self) -> list[str]:
+        return ["z", "tau"] + self.memory_outputs
+
+
+class _NotesGraph(nn.Module):
+    def __init__(self, model: SpectrogramDiffusion):
+        super().__init__()
+        self.encoder = model.notes_encoder
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.encoder(tokens)[0]
+
+
+class _MemoryGraph(nn.Module):
+    def __init__(self, model: SpectrogramDiffusion):
+        super().__init__()
+        self.context_encoder, self.decoder = model.context_encoder, model.decoder
+
+    def forward(self, notes_hidden, notes_mask, context, context_mask, roll=None):
+        ctx = self.context_encoder(context, context_mask)
+        memory = self.decoder.memory([(notes_hidden, notes_mask), ctx], roll)
+        out = [t for kv in memory.kv for t in kv] + [memory.bias]
+        return tuple(out + ([memory.frame_bias] if memory.frame_bias is not None else []))
+
+
+class _DenoiseGraph(nn.Module):
+    def __init__(self, model: SpectrogramDiffusion):
+        super().__init__()
+        self.decoder = model.decoder
+        self.layers = len(model.decoder.layers)
+
+    def forward(self, z, tau, *memory):
+        n = 2 * self.layers
+        kv = [(memory[i], memory[i + 1]) for i in range(0, n, 2)]
+        frame = memory[n + 1] if len(memory) > n + 1 else None
+        return self.decoder(z, tau, CrossMemory(kv, memory[n], frame))
+
+
+def example_inputs(model: SpectrogramDiffusion, tokens: int = 16, batch: int = 1, seed: int = 0):
+    """Random inputs of the export geometry: (notes args, memory args, a function memory outputs → denoise args)."""
+    cfg = model.config
+    gen = torch.Generator().manual_seed(seed)
+    tok = torch.randint(3, cfg.vocab_size, (1, tokens), generator=gen)
+    m, s, t, d = cfg.max_tokens, cfg.context_length, cfg.target_length, cfg.d_model
+    hidden = torch.zeros(1, m, d)
+    hidden[:, :tokens] = torch.randn(1, tokens, d, generator=gen)
+    mask = torch.zeros(1, m, dtype=torch.bool)
+    mask[:, :tokens] = True
+    context = torch.rand(1, s, 128, generator=gen) * 2 - 1
+    cmask = torch.zeros(1, s, dtype=torch.bool)
+    cmask[:, : s // 2] = True
+    memory_args = [hidden, mask, context, cmask]
+    if cfg.pianoroll:
+        memory_args.append((torch.rand(1, t, ROLL_FEATURES, generator=gen) > 0.97).float())
+    z = torch.randn(batch, t, 128, generator=gen)
+    tau = torch.rand(batch, generator=gen)
+
+    def denoise_args(memory_out):
+        return [z, tau] + [x.expand(batch, *x.shape[1:]).contiguous() for x in memory_out]
+
+    return (tok,), tuple(memory_args), denoise_args
+
+
+def export_onnx(model: SpectrogramDiffusion, folder: str | os.PathLike,
+                progress: Callable[[str], None] | None = None) -> Path:
+    """Write notes.onnx, memory.onnx, denoise.onnx and manifest.json to `folder` (atomically, as a whole)."""
+    folder = Path(folder)
+    if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
+        model = copy.deepcopy(model).to("cpu", torch.float32)  # the caller's model stays where it is
+    model = model.eval()
+    cfg = model.config
+    names = GraphNames(len(model.decoder.layers), cfg.pianoroll)
+    notes_args, memory_args, denoise_args = example_inputs(model, tokens=min(16, cfg.max_tokens), batch=2)
+    with torch.no_grad():
+        memory_out = _MemoryGraph(model)(*memory_args)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        jobs = [
+            ("notes", _NotesGraph(model), notes_args, ["tokens"], ["notes_hidden"],
+             {"tokens": {1: "tokens"}, "notes_hidden": {1: "tokens"}}),
+            ("memory", _MemoryGraph(model), memory_args, names.memory_inputs, names.memory_outputs, None),
+            ("denoise", _DenoiseGraph(model), tuple(denoise_args(memory_out)), names.denoise_inputs, ["eps"],
+             {name: {0: "batch"} for name in names.denoise_inputs + ["eps"]}),
+        ]
+        for name, module, args, inputs, outputs, dynamic in jobs:
+            if progress:
+                progress(f"exporting {name}.onnx")
+            with torch.no_grad():
+                torch.onnx.export(module, args, str(tmp / f"{name}.onnx"), dynamo=False, opset_version=OPSET,
+                                  input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
+                                  do_constant_folding=True)
+        manifest = {
+            "format": FORMAT_VERSION, "opset": OPSET, "torch": torch.__version__,
+            "fingerprint": weights_fingerprint(model), "config": json.loads(cfg.to_json()),
+            "geometry": {"max_tokens": cfg.max_tokens, "context_length": cfg.context_length,
+                         "target_length": cfg.target_length, "d_model": cfg.d_model,
+                         "num_heads": cfg.num_heads, "d_kv": cfg.d_kv},
+            "graphs": {"notes": {"inputs": ["tokens"], "outputs": ["notes_hidden"]},
+                       "memory": {"inputs": names.memory_inputs, "outputs": names.memory_outputs},
+                       "denoise": {"inputs": names.denoise_inputs, "outputs": ["eps"]}},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_manifest(folder: str | os.PathLike, fingerprint: str | None = None) -> dict:
+    """The export's manifest; a one-line error if it is missing, from another format, or for other weights."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LiveSynthError(f"{folder}: not an exported engine folder (no {MANIFEST}); run `live-synth export`")
+    except (OSError, ValueError) as exc:
+        raise LiveSynthError(f"{path}: unreadable manifest ({exc})") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise LiveSynthError(f"{folder}: export format {manifest.get('format')} is not {FORMAT_VERSION}; re-export")
+    if fingerprint is not None and manifest.get("fingerprint") != fingerprint:
+        raise LiveSynthError(f"{folder}: exported from other weights; re-export with `live-synth export`")
+    missing = [g for g in GRAPHS if not (Path(folder) / f"{g}.onnx").exists()]
+    if missing:
+        raise LiveSynthError(f"{folder}: missing {', '.join(g + '.onnx' for g in missing)}; re-export")
+    return manifest
+
+
+def engine_root(model: SpectrogramDiffusion, fingerprint: str | None = None) -> Path:
+    """Where `live-synth export` puts a model's engines by default: the user cache, keyed by the weights'
+    fingerprint. Inside a root: `onnx/` (the graphs) and `tensorrt-<precision>/` (plans built from them)."""
+    cache = os.environ.get("LIVE_SYNTH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
+                                                      "live-synth")
+    return Path(cache) / "engines" / (fingerprint or weights_fingerprint(model))

@@ -1,0 +1,183 @@
+"""Engines behind one interface: onnxruntime against torch fp32, exports keyed to their weights, the CLI's
+`export` and `--engine`, and the GPU-only engines (CUDA graphs, TensorRT), which skip here with their reason."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engines import load_engine
+from engines.onnx_export import GraphNames, export_onnx, read_manifest, weights_fingerprint
+from engines.parity import RELATIVE_BOUNDS, check_engine
+from engines.tensorrt_engine import build_plan_settings, tensorrt_status
+from engines.torch_engine import TorchEngine
+from live_synth.cli import main as cli_main
+from live_synth.errors import LiveSynthError
+from live_synth.live.generator import LiveGenerator, LivePolicy
+from live_synth.midi import Note, NoteSequence
+from live_synth.model.config import preset
+from live_synth.model.network import SpectrogramDiffusion
+from live_synth.render import render_mel, song_windows
+from live_synth.sampling.samplers import make_sampler
+
+pytest.importorskip("onnxruntime")
+from engines.ort_engine import OnnxEngine  # noqa: E402
+
+ROLL_CFG = dataclasses.replace(preset("tiny"), target_length=16, context_length=12, max_tokens=64, pianoroll=True,
+                               num_velocity_bins=16, slakh_programs=False)
+
+
+def model(cfg, seed=0):
+    return SpectrogramDiffusion(cfg, seed=seed).eval()
+
+
+@pytest.fixture(scope="module")
+def roll_export(tmp_path_factory):
+    m = model(ROLL_CFG, seed=1)
+    folder = export_onnx(m, tmp_path_factory.mktemp("engines") / "onnx")
+    return m, folder
+
+
+@pytest.mark.parametrize("cfg", [preset("tiny"), ROLL_CFG], ids=["tiny", "tiny+pianoroll"])
+def test_onnxruntime_matches_torch_fp32_on_fresh_random_inputs(cfg, tmp_path):
+    m = model(cfg, seed=2)
+    engine = OnnxEngine(export_onnx(m, tmp_path / "onnx"), threads=1)
+    report = check_engine(engine, m, seed=7)
+    assert report.cases == 18 and report.finite
+    assert report.passes(RELATIVE_BOUNDS["float32"]), str(report)
+
+
+def test_parity_check_fails_on_wrong_weights_and_on_nan(roll_export):
+    m, folder = roll_export
+    other = model(ROLL_CFG, seed=9)
+    assert not check_engine(OnnxEngine(folder), other).passes(RELATIVE_BOUNDS["float32"])
+
+    class NanEngine(TorchEngine):
+        def denoise(self, z, tau, memory):
+            eps = super().denoise(z, tau, memory).clone()
+            eps[0, 0, 0] = float("nan")
+            return eps
+
+    report = check_engine(NanEngine(m), m)
+    assert not report.finite and not report.passes(1.0)
+
+
+def test_manifest_names_and_static_geometry(roll_export):
+    import onnx
+
+    m, folder = roll_export
+    manifest = read_manifest(folder, weights_fingerprint(m))
+    names = GraphNames(ROLL_CFG.decoder_layers, True)
+    assert manifest["graphs"]["denoise"]["inputs"] == ["z", "tau"] + names.kv + ["cross_bias", "frame_bias"]
+    graph = onnx.load(str(folder / "memory.onnx"), load_external_data=False).graph
+    dims = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert dims["notes_hidden"] == [1, ROLL_CFG.max_tokens, ROLL_CFG.d_model]
+    assert dims["context"] == [1, ROLL_CFG.context_length, 128]
+    assert dims["roll"][1] == ROLL_CFG.target_length
+    denoise = onnx.load(str(folder / "denoise.onnx"), load_external_data=False).graph
+    z = next(i for i in denoise.input if i.name == "z")
+    assert [d.dim_value or d.dim_param for d in z.type.tensor_type.shape.dim] == ["batch", 16, 128]
+
+
+def test_an_export_refuses_other_weights_and_for_model_re_exports(roll_export, tmp_path, capsys):
+    m, folder = roll_export
+    other = model(ROLL_CFG, seed=5)
+    with pytest.raises(LiveSynthError, match="other weights"):
+        OnnxEngine(folder, fingerprint=weights_fingerprint(other))
+    engine = OnnxEngine.for_model(other, tmp_path)  # nothing there yet: exported once, then reused
+    assert "exporting" in capsys.readouterr().err
+    OnnxEngine.for_model(other, tmp_path)
+    assert "exporting" not in capsys.readouterr().err
+    assert check_engine(engine, other).passes(RELATIVE_BOUNDS["float32"])
+    (tmp_path / "onnx" / "denoise.onnx").unlink()
+    with pytest.raises(LiveSynthError, match="missing denoise.onnx"):
+        OnnxEngine(tmp_path / "onnx")
+    with pytest.raises(LiveSynthError, match="not an exported engine folder"):
+        OnnxEngine(tmp_path)
+
+
+def song() -> NoteSequence:
+    return NoteSequence.from_notes([Note(pitch=60 + i, velocity=40 + 10 * i, start=0.15 * i, end=0.15 * i + 0.4,
+                                         program=8 * i) for i in range(8)])
+
+
+def test_render_and_live_ticks_through_onnxruntime_equal_torch(roll_export):
+    m, folder = roll_export
+    windows = song_windows(song(), ROLL_CFG)
+    mels = [render_mel(engine, windows.segments, make_sampler("dpmpp", 3), guidance=2.0,
+                       generator=torch.Generator().manual_seed(3), rolls=windows.rolls)
+            for engine in (TorchEngine(m), OnnxEngine(folder))]
+    np.testing.assert_allclose(mels[1], mels[0], atol=1e-3)
+    engine = OnnxEngine(folder)
+    live = LiveGenerator(engine, LivePolicy(hop=4, steps=2, sampler="ddim"), seed=0)
+    ref = LiveGenerator(TorchEngine(m), LivePolicy(hop=4, steps=2, sampler="ddim"), seed=0)
+    ns = NoteSequence.from_notes([Note(pitch=60, velocity=90, start=0.0, end=3.0, program=0)])
+    for _ in range(6):
+        np.testing.assert_allclose(live.tick(ns)[0], ref.tick(ns)[0], atol=1e-3)
+    assert engine.cache_hits > 0  # a held note: the window's tokens repeat and the notes graph is not re-run
+
+
+def test_cli_export_and_render_with_the_onnx_engine(tmp_path, capsys):
+    root = tmp_path / "engines"
+    assert cli_main(["export", "--engine", "onnx", "--model", "tiny", "--out", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(root)
+    assert "onnxruntime vs torch fp32" in captured.err and "NON-FINITE" not in captured.err
+    manifest = json.loads((root / "onnx" / "manifest.json").read_text())
+    assert manifest["opset"] == 17 and manifest["geometry"]["target_length"] == preset("tiny").target_length
+    wavs = []
+    for engine in ("torch", "onnx"):
+        out = tmp_path / f"{engine}.wav"
+        assert cli_main(["render", "--demo", "--model", "tiny", "--steps", "2", "--engine", engine,
+                         "--engine-dir", str(root), "-o", str(out), "-q"]) == 0
+        wavs.append(out.read_bytes())
+    assert len(wavs[0]) == len(wavs[1])
+
+
+def test_engine_errors_are_one_line():
+    m = model(preset("tiny"))
+    with pytest.raises(LiveSynthError, match="fp32 graphs"):
+        load_engine("onnx", m, dtype="float16")
+    with pytest.raises(LiveSynthError, match="choose one of torch, onnx, tensorrt"):
+        load_engine("magic", m)
+    with pytest.raises(LiveSynthError, match="CUDA graphs need"):
+        load_engine("torch", m, cuda_graph=True)
+
+
+def test_tensorrt_build_settings_cover_every_input_of_the_exported_graphs(roll_export):
+    _, folder = roll_export
+    manifest = read_manifest(folder)
+    settings = build_plan_settings(manifest, "fp16")
+    assert set(settings["denoise"]["profile"]) == set(manifest["graphs"]["denoise"]["inputs"])
+    lo, opt, hi = settings["denoise"]["profile"]["k0"]
+    assert lo[0] == 1 and hi[0] == 2 and lo[1:] == hi[1:]
+    assert settings["notes"]["profile"]["tokens"][2] == (1, ROLL_CFG.max_tokens)
+    with pytest.raises(LiveSynthError):
+        build_plan_settings(manifest, "int8")
+
+
+@pytest.mark.skipif(bool(tensorrt_status()), reason=tensorrt_status() or "")
+@pytest.mark.parametrize("precision,dtype", [("fp16", "float16"), ("bf16", "bfloat16")])
+def test_tensorrt_matches_torch_fp32(precision, dtype, tmp_path):  # pragma: no cover - needs TensorRT and a GPU
+    from engines.tensorrt_engine import TensorRTEngine
+
+    m = model(preset("small"), seed=0)
+    engine = TensorRTEngine.for_model(m, tmp_path, precision=precision, build_if_missing=True)
+    report = check_engine(engine, m)
+    assert report.passes(RELATIVE_BOUNDS[dtype]), str(report)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch (CPU-only machine)")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_torch_cuda_matches_cpu_fp32(dtype, cuda_graph):  # pragma: no cover - needs a GPU
+    m = model(preset("small"), seed=0)
+    reference = TorchEngine(copy.deepcopy(m))
+    engine = TorchEngine(m, device="cuda", dtype=dtype, cuda_graph=cuda_graph)
+    report = check_engine(engine, None, reference=reference)
+    assert report.passes(RELATIVE_BOUNDS[dtype]), str(report)
