@@ -163,6 +163,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.record:
         check_output_folder(args.record)
+    check_output_folder(args.report_json)
     settings = PlaySettings(
         model=args.model, midi_api=args.midi_api, midi_in=args.midi_in, midi_file=args.midi_file,
         audio_out=args.audio_out, steps=args.steps, hop=args.hop, sampler=args.sampler, strategy=args.strategy,
@@ -172,6 +173,14 @@ def cmd_play(args: argparse.Namespace) -> int:
     )
     session = LiveSession(settings, log=lambda line: print(f"live-synth: {line}", file=sys.stderr))
     report = session.run()
+    if args.report_json:
+        import dataclasses
+
+        from live_synth.files import write_bytes_atomic
+
+        fields = dataclasses.asdict(report)
+        fields["recorded"] = str(report.recorded) if report.recorded else None
+        write_bytes_atomic(args.report_json, (json.dumps(fields) + "\n").encode())
     print(f"\nplayed {report.seconds:.1f} s: {report.ticks} ticks (median {report.tick_ms_median:.1f} ms, p99 "
           f"{report.tick_ms_p99:.1f} ms), late ticks {report.late_ticks}, ring underruns {report.underruns}, "
           f"device underflows {report.underflows}, MIDI received {report.midi_received} / dropped "
@@ -238,6 +247,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_output_folder(str(out))
+    if args.kind == "throughput":
+        from live_synth.bench.throughput import TABLE_HEAD, run_throughput_bench
+
+        say(TABLE_HEAD)
+        rows = run_throughput_bench(args.model, args.engine, args.steps, args.hop, out, device=args.device,
+                                    dtype=args.dtype, engine_dir=args.engine_dir, vocoder=args.vocoder, log=say)
+        print(TABLE_HEAD)
+        print("\n".join(row.markdown() for row in rows))
+        return 0
+    from live_synth.bench.latency import run_latency_bench, summary_table
+
+    check_output_folder(args.png)
+    if len(args.model) > 1 or len(args.engine) > 1 or len(args.steps) > 1 or len(args.hop) > 1:
+        raise LiveSynthError("bench latency measures one configuration per run (one --model/--engine/--steps/--hop)")
+    play_args = ["--model", args.model[0], "--engine", args.engine[0], "--steps", str(args.steps[0]),
+                 "--hop", str(args.hop[0]), "--lead-ms", str(args.lead_ms), "--device", args.device,
+                 "--dtype", args.dtype] + (["--vocoder", args.vocoder] if args.vocoder else []) + \
+        (["--threads", str(args.threads)] if args.threads else [])
+    key = {"model": args.model[0], "engine": args.engine[0], "steps": args.steps[0], "hop": args.hop[0],
+           "lead_ms": args.lead_ms}
+    results = run_latency_bench(args.notes, play_args, out or Path("bench-latency.jsonl"),
+                                Path(args.png) if args.png else None, seed=args.seed,
+                                with_fluidsynth=not args.no_fluidsynth, key=key, log=say)
+    print(summary_table(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="live-synth", description="Real-time neural synthesizer (Spectrogram "
                                      "Diffusion): render MIDI files, inspect models and tokens.")
@@ -278,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_args(play)
     play.add_argument("--threads", type=int, default=0)
     play.add_argument("--seconds", type=float, help="stop after this many seconds")
+    play.add_argument("--report-json", help="write the session's counters and every tick's compute time as JSON")
     play.set_defaults(func=cmd_play)
 
     export = sub.add_parser("export", help="build an onnx or tensorrt engine ahead of time (render/play/bench "
@@ -289,6 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=0, help="weights of a preset (random models)")
     export.add_argument("-q", "--quiet", action="store_true")
     export.set_defaults(func=cmd_export)
+
+    bench = sub.add_parser("bench", help="measure latency through JACK (next to FluidSynth) or throughput")
+    bench.add_argument("kind", choices=["latency", "throughput"])
+    bench.add_argument("--model", nargs="+", default=[DEFAULT_MODEL])
+    bench.add_argument("--engine", nargs="+", default=["torch"], help="torch onnx tensorrt (throughput: several)")
+    bench.add_argument("--engine-dir")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--dtype", default="float32")
+    bench.add_argument("--steps", type=int, nargs="+", default=[4])
+    bench.add_argument("--hop", type=int, nargs="+", default=[16])
+    bench.add_argument("--lead-ms", type=float, default=250.0, help="latency: live-synth's ring lead")
+    bench.add_argument("--vocoder")
+    bench.add_argument("--threads", type=int, default=0)
+    bench.add_argument("--notes", type=int, default=40, help="latency: notes per synthesizer")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--no-fluidsynth", action="store_true", help="latency: measure live-synth only")
+    bench.add_argument("--out", help="JSON lines to append to (latency default: bench-latency.jsonl)")
+    bench.add_argument("--png", help="latency: histogram + per-note timeline")
+    bench.set_defaults(func=cmd_bench)
 
     devices = sub.add_parser("devices", help="list MIDI inputs and audio outputs")
     devices.add_argument("--midi-api")

@@ -26,7 +26,7 @@ TIMEOUT_S = 420
 
 def run_cases() -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-               str(CASES / "live_io.py"), str(CASES / "play_e2e.py")]
+               str(CASES / "live_io.py"), str(CASES / "play_e2e.py"), str(CASES / "bench_latency.py")]
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=CASES.parents[1])
     except subprocess.TimeoutExpired as expired:

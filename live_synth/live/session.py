@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from live_synth.errors import LiveSynthError
@@ -56,6 +56,8 @@ class PlayReport:
     tick_ms_median: float
     tick_ms_p99: float
     recorded: Path | None
+    tick_ms: list[float] = field(default_factory=list)  # every tick's compute time (the last 100 000)
+    late_events: int = 0  # MIDI events whose time was already committed (stamped at the committed end)
 
 
 class LiveSession:
@@ -161,4 +163,5 @@ class LiveSession:
         ticks = np.array(worker.stats.tick_ms) if worker.stats.tick_ms else np.zeros(1)
         return PlayReport(seconds, worker.stats.ticks, worker.stats.late_ticks, ring.underruns, audio.underflows,
                           getattr(midi, "received", len(getattr(midi, "events", []))), getattr(midi, "dropped", 0),
-                          float(np.median(ticks)), float(np.percentile(ticks, 99)), recorded)
+                          float(np.median(ticks)), float(np.percentile(ticks, 99)), recorded,
+                          [round(float(t), 3) for t in worker.stats.tick_ms], worker.stats.late_events)

@@ -1,0 +1,258 @@
+"""`live-synth bench latency`: note-on → sound latency through JACK, for live-synth and FluidSynth in one run.
+
+Method (BENCHMARKS.md repeats it next to the numbers):
+- A probe JACK client (`bench.probe.Probe`) writes note-ons into its MIDI output at random offsets inside JACK
+  periods and records the synthesizer's audio output on the same frame clock.
+- Latency of a note = first frame of its onset in the captured audio − frame at which its note-on was written.
+  It spans: JACK MIDI delivery (the synth reads MIDI at its next cycle), the synth's own path (for live-synth: MIDI
+  queue → next generation tick → tick compute → streaming vocoder → resampler → ring lead → PortAudio buffer), and
+  the audio's way back to the probe (up to one period, depending on JACK's graph order).
+- Onset: 0.5 ms block RMS crossing 10 % of the way from the 50 ms median level before the note to the note's peak;
+  a note without a clear peak (< 4x that level) is counted as missed.
+- Each synthesizer runs alone (one after the other, same server, same note schedule seed) so that they do not
+  compete for the CPU. Known biases: the dummy JACK driver paces cycles with a timer, not a sound card; MIDI is
+  delivered at period boundaries; servers started here run without real-time scheduling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from live_synth.bench.probe import Probe, ScheduledNote, detect_onsets, schedule
+from live_synth.errors import LiveSynthError
+from live_synth.provenance import machine, revision
+
+DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+
+
+@dataclass
+class LatencyResult:
+    synth: str
+    settings: dict
+    rate: int
+    period: int
+    notes: int
+    latencies_ms: list[float | None]
+    note_times_s: list[float]
+    xruns: int
+    synth_report: dict = field(default_factory=dict)  # live-synth's own counters (underruns, tick times)
+
+    def stats(self) -> dict:
+        found = np.array([x for x in self.latencies_ms if x is not None], np.float64)
+        out = {"synth": self.synth, "notes": self.notes, "missed": self.notes - len(found), "xruns": self.xruns}
+        if len(found):
+            out.update({"min_ms": found.min(), "p50_ms": np.percentile(found, 50), "p95_ms": np.percentile(found, 95),
+                        "p99_ms": np.percentile(found, 99), "max_ms": found.max(), "jitter_ms": found.std()})
+        ticks = self.synth_report.get("tick_ms")
+        if ticks:
+            t = np.array(ticks)
+            out["tick_ms"] = {"p50": np.percentile(t, 50), "p90": np.percentile(t, 90), "p99": np.percentile(t, 99),
+                              "max": t.max(), "n": len(t)}
+        for key in ("underruns", "underflows", "late_ticks", "midi_dropped"):
+            if key in self.synth_report:
+                out[key] = self.synth_report[key]
+        return {k: (round(float(v), 3) if isinstance(v, (float, np.floating)) else v) for k, v in out.items()}
+
+
+def _ports(client, *, midi: bool) -> set[str]:
+    if midi:
+        return {p.name for p in client.get_ports(is_midi=True, is_input=True)}
+    return {p.name for p in client.get_ports(is_audio=True, is_output=True)}
+
+
+def _wait_for(condition, timeout: float, process: subprocess.Popen, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process.poll() is not None:
+            err = process.stderr.read() if process.stderr else ""
+            raise LiveSynthError(f"{what} exited before its JACK ports appeared: {err.strip().splitlines()[-1:]}")
+        time.sleep(0.1)
+    raise LiveSynthError(f"{what}: its JACK ports did not appear within {timeout:.0f} s")
+
+
+def _stop(process: subprocess.Popen, timeout: float) -> str:
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, err = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+    return err or ""
+
+
+def measure(synth: str, notes: list[ScheduledNote], seconds: float, tag: str, play_args: list[str],
+            soundfont: str = DEFAULT_SOUNDFONT, log=print) -> LatencyResult:
+    """Start `synth` ('live-synth' or 'fluidsynth'), play `notes` into it from a probe, capture, detect onsets."""
+    probe = Probe(f"{tag}-probe", seconds + 5)
+    report_path = Path(tempfile.mkstemp(prefix="live-synth-bench-", suffix=".json")[1])
+    with probe:
+        midi_before, audio_before = _ports(probe.client, midi=True), _ports(probe.client, midi=False)
+        if synth == "live-synth":
+            cmd = [sys.executable, "-m", "live_synth", "play", "--midi-api", "jack", "--midi-in", "virtual",
+                   "--seconds", f"{seconds + 2:.1f}", "--report-json", str(report_path), *play_args]
+            startup = 180.0
+        elif synth == "fluidsynth":
+            if shutil.which("fluidsynth") is None:
+                raise LiveSynthError("fluidsynth is not installed (apt-get install fluidsynth fluid-soundfont-gm)")
+            if not Path(soundfont).is_file():
+                raise LiveSynthError(f"{soundfont}: soundfont not found (apt-get install fluid-soundfont-gm)")
+            cmd = ["fluidsynth", "-a", "jack", "-m", "jack", "-i", "-s", "-q", "-g", "0.6",
+                   "-o", "audio.jack.autoconnect=0", "-o", f"audio.jack.id={tag}-fluid",
+                   "-o", f"midi.jack.id={tag}-fluid-midi", "-o", "synth.reverb.active=0",
+                   "-o", "synth.chorus.active=0", soundfont]
+            startup = 30.0
+        else:
+            raise LiveSynthError(f"unknown synthesizer {synth!r}")
+        log(f"bench latency: starting {synth}")
+        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            def ready():
+                midi = sorted(_ports(probe.client, midi=True) - midi_before)
+                audio = sorted(p for p in _ports(probe.client, midi=False) - audio_before
+                               if not p.startswith(f"{tag}-probe"))
+                return (midi, audio) if midi and audio else None
+
+            midi_ports, audio_ports = _wait_for(ready, startup, process, synth)
+            time.sleep(1.0)  # let the synthesizer settle (pre-fill, first ticks) before the first note
+            probe.client.connect(f"{tag}-probe:midi_out", midi_ports[0])
+            probe.client.connect(audio_ports[0], f"{tag}-probe:in")
+            first = probe.frames_seen
+            probe.play(notes, offset_frames=0)
+            end = notes[-1].off_frame + int(1.5 * probe.rate)
+            while probe.frames_seen < first + end and process.poll() is None:
+                time.sleep(0.05)
+            if synth == "fluidsynth":
+                process.send_signal(signal.SIGINT)
+            err = _stop(process, timeout=seconds + 30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if synth == "live-synth" and process.returncode != 0:
+            raise LiveSynthError(f"live-synth play failed: {err.strip().splitlines()[-1:] if err else '?'}")
+        sent = probe.note_ons()
+    report = {}
+    if synth == "live-synth":
+        try:
+            report = json.loads(report_path.read_text())
+        except (OSError, ValueError):
+            report = {}
+    report_path.unlink(missing_ok=True)
+    frames = [at for at, _ in sent]
+    onsets = detect_onsets(probe.audio, frames, probe.rate)
+    latencies = [None if o is None else (o - at) / probe.rate * 1e3 for o, at in zip(onsets, frames)]
+    return LatencyResult(synth, {"args": play_args} if synth == "live-synth" else {"soundfont": soundfont},
+                         probe.rate, probe.period, len(frames), latencies, [f / probe.rate for f in frames],
+                         probe.xruns, report)
+
+
+def run_latency_bench(n_notes: int, play_args: list[str], out_jsonl: Path, png: Path | None, seed: int = 0,
+                      with_fluidsynth: bool = True, key: dict | None = None, log=print) -> list[LatencyResult]:
+    """Measure live-synth (and FluidSynth) with the same note schedule; append JSON lines; plot."""
+    tag = f"lsb{os.getpid()}"
+    spacing, hold = 0.8, 0.35
+    results = []
+    for synth in (["live-synth"] + (["fluidsynth"] if with_fluidsynth else [])):
+        probe_rate = _server_rate(tag)
+        notes = schedule(n_notes, probe_rate, spacing, hold, start_s=0.5, seed=seed)
+        seconds = n_notes * spacing + 4.0
+        results.append(measure(synth, notes, seconds, tag, play_args, log=log))
+    rows = []
+    for result in results:
+        row = {"revision": revision(), "machine": machine(), "rate": result.rate, "period": result.period,
+               **(key or {}), **result.stats(), "latencies_ms": [None if x is None else round(x, 3)
+                                                                 for x in result.latencies_ms]}
+        if result.synth != "live-synth":
+            row = {k: v for k, v in row.items() if k not in ("model", "engine", "steps", "hop", "lead_ms")}
+        rows.append(row)
+    out_jsonl.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_jsonl, "a") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    if png is not None:
+        plot_latencies(results, png)
+    return results
+
+
+def _server_rate(tag: str) -> int:
+    import jack
+
+    try:
+        client = jack.Client(f"{tag}-rate", no_start_server=True)
+    except jack.JackError as exc:
+        raise LiveSynthError(f"no JACK server to measure through ({exc}); start one, e.g. "
+                             "`jackd -d dummy -r 48000 -p 256`") from None
+    try:
+        return client.samplerate
+    finally:
+        client.close()
+
+
+def summary_table(results: list[LatencyResult]) -> str:
+    """Markdown: one row per synthesizer, then the ratio of live-synth to FluidSynth."""
+    head = ("| synth | notes | missed | min | p50 | p95 | p99 | max | jitter (sd) | xruns | underruns |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    stats = [r.stats() for r in results]
+    for s in stats:
+        cells = [s.get(k) for k in ("min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "jitter_ms")]
+        cells = ["—" if c is None else f"{c:.1f} ms" for c in cells]
+        lines.append(f"| {s['synth']} | {s['notes']} | {s['missed']} | " + " | ".join(cells)
+                     + f" | {s['xruns']} | {s.get('underruns', '—')} |")
+    if len(stats) == 2 and "p50_ms" in stats[0] and "p50_ms" in stats[1]:
+        a, b = stats
+        lines.append(f"| ratio live-synth / {b['synth']} | | | | {a['p50_ms'] / b['p50_ms']:.1f}x | "
+                     f"{a['p95_ms'] / b['p95_ms']:.1f}x | {a['p99_ms'] / b['p99_ms']:.1f}x | | | | |")
+    return head + "\n".join(lines)
+
+
+def plot_latencies(results: list[LatencyResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from live_synth.files import atomic_output
+
+    fig, (hist, timeline) = plt.subplots(1, 2, figsize=(12, 4))
+    for result in results:
+        ok = [(t, x) for t, x in zip(result.note_times_s, result.latencies_ms) if x is not None]
+        if not ok:
+            continue
+        times, lat = zip(*ok)
+        hist.hist(lat, bins=30, alpha=0.6, label=result.synth)
+        timeline.plot(np.array(times) - times[0], lat, "o-", ms=3, label=result.synth)
+    hist.set_xlabel("note-on → sound latency (ms)")
+    hist.set_ylabel("notes")
+    hist.legend()
+    timeline.set_xlabel("note time (s)")
+    timeline.set_ylabel("latency (ms)")
+    timeline.legend()
+    r = results[0]
+    fig.suptitle(f"latency through JACK ({r.rate} Hz, period {r.period})")
+    fig.tight_layout()
+    with atomic_output(path) as handle:
+        fig.savefig(handle, format="png", dpi=100)
+    plt.close(fig)
+
+
+def as_json(results: list[LatencyResult]) -> str:
+    return json.dumps([asdict(r) for r in results])

@@ -1,0 +1,147 @@
+"""`live-synth bench throughput`: offline real-time factor and per-tick compute, per engine × model × steps × hop.
+
+Every configuration runs in one process, one after the other, on the same input (the packaged demo MIDI's windows):
+- encode, cold: notes encoder + context encoder + cross-attention memory for a window whose tokens changed;
+- encode, warm: the same with the tokens unchanged (the notes encoder's output reused, as in most live ticks);
+- decoder step: one denoise call (batch 1, the model's window);
+- vocoder: the streaming vocoder for one hop of frames;
+- tick: `LiveGenerator.tick` (encode + steps decoder passes + bookkeeping) + vocoder for one hop, on a held chord;
+- offline: `render_mel` over the demo's windows + vocoding, as audio seconds per wall second (real-time factor).
+Each operation is warmed up first; medians (and the tick's p99) over repeats are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from live_synth.constants import FRAME_RATE, SAMPLE_RATE
+from live_synth.provenance import machine, revision
+
+
+@dataclass
+class ThroughputRow:
+    model: str
+    engine: str
+    device: str
+    dtype: str
+    steps: int
+    hop: int
+    params_m: float
+    encode_cold_ms: float
+    encode_warm_ms: float
+    decoder_step_ms: float
+    vocoder_hop_ms: float
+    tick_ms_p50: float
+    tick_ms_p99: float
+    tick_budget_ms: float
+    offline_rtf: float
+    vocoder: str
+
+    def markdown(self) -> str:
+        return (f"| {self.model} | {self.engine} {self.device} {self.dtype} | {self.steps} | {self.hop} | "
+                f"{self.encode_cold_ms:.2f} / {self.encode_warm_ms:.2f} | {self.decoder_step_ms:.2f} | "
+                f"{self.vocoder_hop_ms:.2f} | {self.tick_ms_p50:.1f} / {self.tick_ms_p99:.1f} "
+                f"(budget {self.tick_budget_ms:.0f}) | {self.offline_rtf:.1f}x |")
+
+
+TABLE_HEAD = ("| model | engine | steps | hop | encode cold / warm (ms) | decoder step (ms) | vocoder per hop (ms) | "
+              "tick p50 / p99 (ms) | offline RTF |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def measure(model_spec: str, engine_name: str, steps: int, hop: int, device: str = "cpu", dtype: str = "float32",
+            repeats: int = 20, ticks: int = 40, engine_dir: str | None = None, vocoder_spec: str | None = None,
+            sampler: str = "ddim") -> ThroughputRow:
+    from engines import load_engine
+    from live_synth.audio import load_vocoder
+    from live_synth.cli import load_song, packaged_path, resolve_model_spec
+    from live_synth.live.generator import LiveGenerator, LivePolicy
+    from live_synth.live.vocode import streaming_vocoder
+    from live_synth.midi import Note, NoteSequence
+    from live_synth.model import load_model
+    from live_synth.render import context_window, real_length, render_mel
+    from live_synth.sampling.samplers import make_sampler
+
+    spec, _ = resolve_model_spec(model_spec)
+    loaded = load_model(spec)
+    cfg = loaded.model.config
+    params = loaded.model.parameter_counts()["total"] / 1e6
+    engine = load_engine(engine_name, loaded.model, device=device, dtype=dtype, root=engine_dir)
+    engine.warm_up()
+    song = load_song(str(packaged_path("demo.mid")), cfg, [])
+    gen = torch.Generator().manual_seed(0)
+    windows = [torch.tensor([list(s[: real_length(s)])]) for s in song.segments]
+    rolls = [torch.from_numpy(r)[None] for r in song.rolls] if song.rolls else [None] * len(windows)
+    context, mask = context_window(torch.rand(cfg.context_length, 128) * 8 - 6, cfg.context_length)
+    k = iter(range(10**9))
+
+    def cold():
+        i = next(k) % len(windows)
+        if len(windows) == 1:
+            engine._notes_cache = None  # one window only: force the notes encoder to run
+        return engine.encode(windows[i], context, mask, roll=rolls[i])
+
+    encode_cold = _median_ms(cold, repeats)
+    memory = engine.encode(windows[0], context, mask, roll=rolls[0])
+    encode_warm = _median_ms(lambda: engine.encode(windows[0], context, mask, roll=rolls[0]), repeats)
+    z = torch.randn(1, cfg.target_length, 128, generator=gen)
+    step = _median_ms(lambda: engine.denoise(z, 0.5, memory), repeats)
+
+    vocoder = load_vocoder(vocoder_spec or loaded.vocoder_path)
+    stream = streaming_vocoder(vocoder)
+    frames = np.random.default_rng(0).uniform(-6, 1, (hop, 128)).astype(np.float32)
+    stream(frames)
+    vocoder_ms = _median_ms(lambda: stream(frames), repeats)
+
+    live = LiveGenerator(engine, LivePolicy(hop=hop, steps=steps, sampler=sampler), seed=0)
+    chord = NoteSequence.from_notes([Note(pitch=p, velocity=90, start=0.0, end=1e4, program=0) for p in (60, 64, 67)])
+    tick_times = []
+    for i in range(ticks + 2):
+        start = time.perf_counter()
+        new, _ = live.tick(chord)
+        stream(new)
+        if i >= 2:
+            tick_times.append((time.perf_counter() - start) * 1e3)
+
+    start = time.perf_counter()
+    mel = render_mel(engine, song.segments, make_sampler(sampler, steps), generator=gen, rolls=song.rolls)
+    audio = vocoder(mel)
+    rtf = len(audio) / SAMPLE_RATE / (time.perf_counter() - start)
+    return ThroughputRow(loaded.source, engine_name, device, dtype, steps, hop, round(params, 2), encode_cold,
+                         encode_warm, step, vocoder_ms, float(np.percentile(tick_times, 50)),
+                         float(np.percentile(tick_times, 99)), hop / FRAME_RATE * 1e3, rtf, stream.name)
+
+
+def run_throughput_bench(models: list[str], engines: list[str], steps: list[int], hops: list[int],
+                         out_jsonl: Path | None, device: str = "cpu", dtype: str = "float32",
+                         engine_dir: str | None = None, vocoder: str | None = None, log=print) -> list[ThroughputRow]:
+    rows = []
+    key = {"revision": revision(), "machine": machine(), "threads": torch.get_num_threads()}
+    for model in models:
+        for engine in engines:
+            for n in steps:
+                for hop in hops:
+                    row = measure(model, engine, n, hop, device, dtype, engine_dir=engine_dir, vocoder_spec=vocoder)
+                    log(row.markdown())
+                    rows.append(row)
+                    if out_jsonl is not None:
+                        out_jsonl.parent.mkdir(parents=True, exist_ok=True)
+                        with open(out_jsonl, "a") as handle:
+                            handle.write(json.dumps({**key, **{k: (round(v, 3) if isinstance(v, float) else v)
+                                                               for k, v in row.__dict__.items()}}) + "\n")
+    return rows

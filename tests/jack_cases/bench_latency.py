@@ -1,0 +1,30 @@
+"""The latency bench's instrument on a real JACK server, measured on FluidSynth (a synth with a known, small latency):
+every note found, latencies positive and within a few periods, the note schedule's random phases kept."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from live_synth.bench.latency import DEFAULT_SOUNDFONT, measure, summary_table
+from live_synth.bench.probe import schedule
+from tests.jack_cases.live_io import TAG, jack_server  # noqa: F401  (fixture)
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not Path(DEFAULT_SOUNDFONT).is_file(),
+                    reason="fluidsynth and fluid-soundfont-gm are needed (apt-get install fluidsynth fluid-soundfont-gm)")
+def test_fluidsynth_latency_is_measured_note_by_note(jack_server):
+    notes = schedule(8, 48000, spacing_s=0.5, hold_s=0.25, start_s=0.3, seed=1)
+    result = measure("fluidsynth", notes, seconds=8.0, tag=f"{TAG}b", play_args=[], log=lambda line: None)
+    assert result.notes == 8
+    found = [x for x in result.latencies_ms if x is not None]
+    assert len(found) == 8, result.latencies_ms
+    period_ms = result.period / result.rate * 1e3
+    # FluidSynth answers within its next cycles: more than 0, less than a few periods plus its own buffer.
+    assert 0 < min(found) and max(found) < 6 * period_ms + 20, found
+    phases = np.array([t * result.rate % result.period for t in result.note_times_s])
+    assert len(set(phases.round())) > 4  # note-ons land at different offsets inside the period
+    assert "fluidsynth" in summary_table([result])
