@@ -13,6 +13,7 @@ code computes them. The attention bias stays an fp32 input: -1e10 is not represe
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -268,9 +269,7 @@ class TensorRTEngine(Engine):
 
 def tensorrt_status() -> str:
     """Why TensorRT tests cannot run here, or '' when they can."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("tensorrt") is None:
         return "TensorRT is not installed (it cannot be installed on the CPU machines of this project)"
     if not torch.cuda.is_available():
         return "TensorRT is installed but torch sees no CUDA GPU"

@@ -155,12 +155,8 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    import torch
-
     from live_synth.live.session import LiveSession, PlaySettings
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.record:
         check_output_folder(args.record)
     check_output_folder(args.report_json)
@@ -169,7 +165,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         audio_out=args.audio_out, steps=args.steps, hop=args.hop, sampler=args.sampler, strategy=args.strategy,
         lead_ms=args.lead_ms, vocoder=args.vocoder, record=args.record, seed=args.seed, engine=args.engine,
         device=args.device, dtype=args.dtype, engine_dir=args.engine_dir, cuda_graph=args.cuda_graph,
-        seconds=args.seconds,
+        seconds=args.seconds, threads=args.threads, in_process=args.in_process,
     )
     session = LiveSession(settings, log=lambda line: print(f"live-synth: {line}", file=sys.stderr))
     report = session.run()
@@ -323,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_args(play)
     play.add_argument("--threads", type=int, default=0)
     play.add_argument("--seconds", type=float, help="stop after this many seconds")
+    play.add_argument("--in-process", action="store_true",
+                      help="generate in a thread of the audio process (default: its own process; see BENCHMARKS.md)")
     play.add_argument("--report-json", help="write the session's counters and every tick's compute time as JSON")
     play.set_defaults(func=cmd_play)
 

@@ -5,6 +5,7 @@ One process, side by side: `AudioOutput` plays a sine from an `SpscRing` that a 
 - `idle`: nothing else running;
 - `torch`: a thread running the project's live model ("live" preset, random weights: encode + 4 decoder steps per
   tick) back to back, with `--threads` torch threads (default 2: the whole machine);
+- `torch-process`: the same torch load in a child process (spawned), as `play` runs its generation by default;
 - `python`: a thread running pure-Python code (holds the GIL except at the interpreter's forced switches, every
   `sys.getswitchinterval()` = 5 ms): the worst case of Python work in the worker (note state, windows, sampler).
 Reported per phase: PortAudio output underflows (status flags seen by the callback), JACK xruns (a jack.Client
@@ -152,20 +153,50 @@ def python_load(stop: threading.Event, counter: list, threads: int) -> None:
         counter[0] += 1
 
 
-LOADS = {"idle": None, "torch": torch_load, "python": python_load}
+def _torch_process_main(stop, counter, threads: int) -> None:  # in the child process
+    shared = [0]
+
+    class Mirror(threading.Thread):
+        def run(self):
+            while not stop.is_set():
+                counter.value = shared[0]
+                time.sleep(0.1)
+
+    Mirror(daemon=True).start()
+    torch_load(stop, shared, threads)
+
+
+class ProcessLoad:
+    """The torch load in its own process (what `play` does by default): no GIL shared with the callback."""
+
+    def __init__(self, threads: int):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.stop, self.counter = ctx.Event(), ctx.Value("q", 0)
+        self.process = ctx.Process(target=_torch_process_main, args=(self.stop, self.counter, threads), daemon=True)
+
+
+LOADS = {"idle": None, "torch": torch_load, "python": python_load, "torch-process": ProcessLoad}
 
 
 # --- one phase ------------------------------------------------------------------------------------------------------
 def run_phase(name: str, seconds: float, output, ring, xruns: list, threads: int) -> dict:
     stop, counter = threading.Event(), [0]
     load = LOADS[name]
-    worker = threading.Thread(target=load, args=(stop, counter, threads), daemon=True) if load else None
+    if load is ProcessLoad:
+        process_load = ProcessLoad(threads)
+        worker, stop = process_load.process, process_load.stop
+        ticks = lambda: process_load.counter.value  # noqa: E731
+    else:
+        worker = threading.Thread(target=load, args=(stop, counter, threads), daemon=True) if load else None
+        ticks = lambda: counter[0]  # noqa: E731
     if worker:
         worker.start()
-        time.sleep(3.0)  # model construction and warm-up happen before the clock starts
+        time.sleep(3.0 if load is not ProcessLoad else 8.0)  # construction and warm-up before the clock starts
     loadavg = os.getloadavg()[0]
     first, underflows, underruns = output.count, output.underflows, ring.underruns
-    xrun0, ticks0 = len(xruns), counter[0]
+    xrun0, ticks0 = len(xruns), ticks()
     time.sleep(seconds)
     last = min(output.count, len(output.start_s))
     result = {
@@ -174,7 +205,7 @@ def run_phase(name: str, seconds: float, output, ring, xruns: list, threads: int
         "underflows": output.underflows - underflows,
         "xruns": len(xruns) - xrun0,
         "ring_underruns": ring.underruns - underruns,
-        "ticks_per_s": (counter[0] - ticks0) / seconds,
+        "ticks_per_s": (ticks() - ticks0) / seconds,
         "loadavg": loadavg,
         **callback_stats(output, first, last),
     }

@@ -6,7 +6,7 @@ Contract:
   creates small view objects, nothing that grows with the block size) and never raises on an underrun: missing
   samples become zeros and the underrun is counted;
 - the indices are monotonically increasing int64 counters in a small NumPy array next to the samples, so the whole
-  ring can live in shared memory (`buffers=`) and be shared with another process if inference ever moves there.
+  ring can live in shared memory (`buffers=`): `play` runs generation in its own process (live/engine_process.py).
 
 Memory ordering: each side stores the samples before it publishes the new index, in program order. That is enough
 on x86 (TSO) and under CPython's GIL; a port to a weakly ordered CPU with a compiled consumer needs release/acquire
@@ -20,11 +20,16 @@ import numpy as np
 _WRITE, _READ, _UNDERRUNS, _UNDERRUN_SAMPLES = range(4)
 
 
+def ring_capacity(capacity: int) -> int:
+    """The ring's real capacity for a requested one: the next power of two."""
+    return 1 << max(int(capacity) - 1, 1).bit_length()
+
+
 class SpscRing:
     def __init__(self, capacity: int, channels: int = 1, buffers: tuple[np.ndarray, np.ndarray] | None = None):
         """`capacity` samples per channel (rounded up to a power of two). `buffers` = (samples [cap, ch] float32,
         counters [4] int64) to place the ring in memory the caller owns (e.g. multiprocessing.shared_memory)."""
-        cap = 1 << max(int(capacity) - 1, 1).bit_length()
+        cap = ring_capacity(capacity)
         if buffers is None:
             buffers = (np.zeros((cap, channels), np.float32), np.zeros(4, np.int64))
         self.data, self.counters = buffers

@@ -83,3 +83,25 @@ def test_each_note_sounds_at_its_pitch_and_decays(e2e):
     if not (packaged_path("default_model") / "model.safetensors").is_file():
         pytest.skip("onset/pitch/decay checks need the trained default model (issue #3); plumbing is tested above")
     pytest.fail("the default model ships now: write the onset/pitch/decay checks against it (issue #4 item 6)")
+
+
+@pytest.mark.parametrize("mode", [[], ["--in-process"]], ids=["generation-process", "in-process"])
+def test_play_midi_file_in_either_process_layout_reports_and_records(jack_server, tmp_path, mode):
+    """`play --midi-file` through JACK with generation in its own process (default) and in a thread: the report
+    JSON counts every MIDI event of the file, the recording holds what played, the shared ring is gone after."""
+    import json
+
+    from live_synth.live.midi_file import MidiFileSource
+
+    report, rec = tmp_path / "report.json", tmp_path / "played.wav"
+    result = subprocess.run(
+        [sys.executable, "-m", "live_synth", "play", "--midi-file", str(packaged_path("demo.mid")), "--model", "tiny",
+         "--seconds", "4", "--steps", "1", "--hop", "16", "--record", str(rec), "--report-json", str(report), *mode],
+        capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    events = MidiFileSource(str(packaged_path("demo.mid"))).events
+    played = sum(1 for t, _ in events if t <= 4.0)
+    assert played - 5 <= data["midi_received"] <= len(events) and data["ticks"] > 3 and data["tick_ms"]
+    assert data["underruns"] == 0 and rec.is_file()
+    assert "leaked" not in result.stderr, result.stderr
