@@ -29,6 +29,7 @@ pytest.importorskip("onnxruntime")
 from engines.ort_engine import OnnxEngine  # noqa: E402
 
 ROLL_CFG = dataclasses.replace(preset("tiny"), target_length=16, context_length=12, max_tokens=64, pianoroll=True,
+                               roll_pitch_shared=True,
                                num_velocity_bins=16, slakh_programs=False)
 
 

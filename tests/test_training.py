@@ -88,3 +88,43 @@ def test_train_tool_cli(tmp_path, capsys):
     assert (run / "loss.png").stat().st_size > 1000
     assert train_tool.main([str(tmp_path / "empty"), "--out", str(tmp_path / "r2"), "--max-steps", "1"]) == 2
     assert "no training pieces" in capsys.readouterr().err
+
+
+def test_eps_x0_weighting_upweights_high_noise_only(tmp_path):
+    import pytest
+
+    from live_synth.errors import LiveSynthError
+    from live_synth.model.network import SpectrogramDiffusion
+    from live_synth.training.trainer import cosine_alpha_sigma, diffusion_loss
+
+    data = WindowSampler(make_dataset(tmp_path / "ds"), MODEL)
+    batch = data.batch(np.random.default_rng(0), 4)
+    model = SpectrogramDiffusion(MODEL).eval()
+    keep = torch.ones(4, dtype=torch.bool)
+    noise = torch.randn(batch["target"].shape, generator=torch.Generator().manual_seed(0))
+    for tau, expected_weight in [(0.1, 1.0), (0.99, 5.0)]:
+        t = torch.full((4,), tau)
+        alpha, sigma = cosine_alpha_sigma(t)
+        with torch.no_grad():
+            plain = diffusion_loss(model, batch, None, keep, t, noise)
+            weighted = diffusion_loss(model, batch, None, keep, t, noise, weighting="eps-x0")
+        assert float(weighted / plain) == pytest.approx(min(max(float(sigma[0] / alpha[0]), 1.0), 5.0), rel=1e-5)
+        assert float(weighted / plain) == pytest.approx(expected_weight, rel=0.01 if tau > 0.5 else 1e-5)
+    with pytest.raises(LiveSynthError, match="unknown loss weighting"):
+        diffusion_loss(model, batch, None, keep, t, noise, weighting="snr")
+
+
+def test_pitch_shared_roll_projection_sees_a_pitch_on_any_instrument():
+    from live_synth.midi.pianoroll import N_PITCHES
+    from live_synth.model.network import SpectrogramDiffusion
+
+    cfg = dataclasses.replace(MODEL, roll_pitch_shared=True)
+    decoder = SpectrogramDiffusion(cfg).decoder
+    torch.nn.init.zeros_(decoder.roll_proj.weight)  # only the shared projection speaks
+    rolls = torch.zeros(2, 16, decoder.roll_proj.in_features)
+    rolls[0, 3, (0 * N_PITCHES + 60) * 2 + 1] = 1.0  # pitch 60 active on a piano (family 0)
+    rolls[1, 3, (7 * N_PITCHES + 60) * 2 + 1] = 1.0  # pitch 60 active on brass (family 7)
+    hidden, mask = torch.zeros(2, 4, cfg.d_model), torch.ones(2, 4, dtype=torch.bool)
+    memory = decoder.memory([(hidden, mask)], rolls)
+    assert memory.frame_bias[0, 3].abs().sum() > 0
+    torch.testing.assert_close(memory.frame_bias[0], memory.frame_bias[1])

@@ -42,6 +42,9 @@ class ModelConfig:
     slakh_programs: bool = True
     # Our own models: add a frame-aligned piano roll (live_synth.midi.pianoroll) to the decoder input.
     pianoroll: bool = False
+    # ... and project it also through weights shared by all instrument families (per pitch: onset, active), so that
+    # what the model learns about a pitch on one instrument helps every other (dense gradients for each pitch).
+    roll_pitch_shared: bool = False
     # Free-form provenance ("random init", "converted from google/music-spectrogram-diffusion", training run, ...).
     description: str = field(default="", compare=False)
 
@@ -95,6 +98,7 @@ PRESETS: dict[str, ModelConfig] = {
         num_velocity_bins=16,
         slakh_programs=False,
         pianoroll=True,
+        roll_pitch_shared=True,
         description="live: the project's own small model shape (chunked continuation, piano roll)",
     ),
     # A few-layer model for tests and smoke runs: seconds to build, milliseconds to run.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from live_synth.midi.pianoroll import ROLL_FEATURES
+from live_synth.midi.pianoroll import DRUM_OFFSET, N_FAMILIES, N_PITCHES, ROLL_FEATURES
 from live_synth.model.config import ModelConfig
 from live_synth.model.layers import (
     Attention,
@@ -77,6 +77,8 @@ class FilmDecoder(nn.Module):
         self.register_buffer("pos_embed", permuted_sinusoid_table(cfg.target_length, d, generator))
         self.input_proj = nn.Linear(cfg.input_dims, d, bias=False)
         self.roll_proj = nn.Linear(ROLL_FEATURES, d, bias=False) if cfg.pianoroll else None
+        shared = cfg.pianoroll and cfg.roll_pitch_shared
+        self.roll_pitch_proj = nn.Linear(2 * N_PITCHES, d, bias=False) if shared else None
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         self.final_norm = RMSNorm(d)
         self.output_proj = nn.Linear(d, cfg.input_dims, bias=False)
@@ -95,7 +97,12 @@ class FilmDecoder(nn.Module):
         if self.roll_proj is not None:
             if roll is None:
                 raise ValueError("this model needs the window's piano roll")
-            frame_bias = self.roll_proj(roll.to(hidden.dtype))
+            roll = roll.to(hidden.dtype)
+            frame_bias = self.roll_proj(roll)
+            if self.roll_pitch_proj is not None:  # (onset, active) per pitch, summed over the 16 families
+                b, t = roll.shape[:2]
+                melodic = roll[..., :DRUM_OFFSET].reshape(b, t, N_FAMILIES, 2 * N_PITCHES).sum(dim=2)
+                frame_bias = frame_bias + self.roll_pitch_proj(melodic)
         return CrossMemory([layer.cross_attn.project_kv(hidden) for layer in self.layers], bias, frame_bias)
 
     def conditioning(self, tau: Tensor) -> Tensor:

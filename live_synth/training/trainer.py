@@ -59,6 +59,9 @@ class TrainConfig:
     warmup_steps: int = 500
     weight_decay: float = 0.01
     cfg_dropout: float = 0.1
+    # "eps": plain L1 on ε (spec). "eps-x0": the same, weighted by max(1, min(σ/α, 5)): an x0-error weighting at
+    # high noise, where the notes decide the result and plain ε-loss barely rewards using them (training-notes.md).
+    loss_weighting: str = "eps"
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 25
@@ -137,7 +140,8 @@ def cosine_alpha_sigma(tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def diffusion_loss(model: SpectrogramDiffusion, batch: dict, gen: torch.Generator, keep: torch.Tensor,
-                   tau: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+                   tau: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                   weighting: str = "eps") -> torch.Tensor:
     """L1 between true and predicted noise; `keep` [B] bool, False = this example's conditioning is dropped."""
     x0 = batch["target"]
     dev = x0.device
@@ -155,7 +159,12 @@ def diffusion_loss(model: SpectrogramDiffusion, batch: dict, gen: torch.Generato
     roll = batch["roll"] * k[:, None, None] if "roll" in batch else None
     memory = model.decoder.memory([(notes, notes_mask & k[:, None]), (ctx, ctx_mask & k[:, None])], roll)
     eps = model(z, tau, memory)
-    return F.l1_loss(eps.float(), noise)
+    if weighting == "eps":
+        return F.l1_loss(eps.float(), noise)
+    if weighting != "eps-x0":
+        raise LiveSynthError(f"unknown loss weighting {weighting!r} (eps, eps-x0)")
+    weight = (sigma / alpha).clamp(1.0, 5.0)
+    return ((eps.float() - noise).abs().mean(dim=(1, 2)) * weight).mean()
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -181,12 +190,15 @@ def _save(out: Path, model, opt, step: int, cfg: TrainConfig, gen: torch.Generat
 
 
 @torch.no_grad()
-def probe(model, batch: dict, device: torch.device) -> tuple[float, float]:
-    """(loss with conditioning, loss without) on the fixed probe batch, same tau and noise for both."""
+def probe(model, batch: dict, device: torch.device, high_noise: bool = False) -> tuple[float, float]:
+    """(loss with conditioning, loss without) on the fixed probe batch, same tau and noise for both; tau uniform,
+    or with `high_noise` in [0.7, 1): where the notes must decide what the frames become."""
     model.eval()
     gen = torch.Generator().manual_seed(1234)
     n = batch["target"].shape[0]
     tau, noise = torch.rand(n, generator=gen), torch.randn(batch["target"].shape, generator=gen)
+    if high_noise:
+        tau = 0.7 + 0.3 * tau
     on = torch.ones(n, dtype=torch.bool)
     cond = diffusion_loss(model, batch, gen, on, tau.to(device), noise.to(device)).item()
     uncond = diffusion_loss(model, batch, gen, ~on, tau.to(device), noise.to(device)).item()
@@ -235,7 +247,7 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         with autocast:
-            loss = diffusion_loss(model, batch, gen, keep)
+            loss = diffusion_loss(model, batch, gen, keep, weighting=cfg.loss_weighting)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -246,10 +258,12 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
         if step % cfg.log_every == 0 or step == 1:
             row = {"step": step, "seconds": round(time.monotonic() - start, 2), "loss": round(loss.item(), 5),
                    "lr": lr_at(step, cfg), "grad_norm": round(float(grad_norm), 4), "probe_cond": "",
-                   "probe_uncond": ""}
+                   "probe_uncond": "", "probe_cond_hi": "", "probe_uncond_hi": ""}
             if step % cfg.probe_every == 0 or step == 1:
                 with autocast:
                     row["probe_cond"], row["probe_uncond"] = (round(v, 5) for v in probe(model, probe_batch, dev))
+                    row["probe_cond_hi"], row["probe_uncond_hi"] = (round(v, 5) for v in probe(
+                        model, probe_batch, dev, high_noise=True))
             append_csv_row(out / LOG, row)
             if progress:
                 progress(row)
