@@ -83,6 +83,44 @@ class Engine(ABC):
 ENGINES = ("torch", "onnx", "tensorrt")
 
 
+def key_bucket(keys: int, max_keys: int, step: int = 128) -> int:
+    """The padded key count a CUDA graph is captured for: the next multiple of `step`, at most `max_keys`.
+
+    Cross-attention memories differ in length from window to window (tokens + context frames); a captured graph has
+    fixed shapes, so each engine keeps one graph per (batch, bucket) and pads a memory into its bucket."""
+    return min(max_keys, -(-keys // step) * step)
+
+
+def copy_padded(dst, src) -> None:
+    """Copy CrossMemory `src` into the first keys of `dst` (a bucket-sized CrossMemory of static buffers); the keys
+    beyond get the masked bias, so they contribute exactly nothing after the softmax."""
+    import torch
+
+    from live_synth.model.decoder import CROSS_MASK_VALUE
+
+    k = src.bias.shape[-1]
+    for (dk, dv), (sk, sv) in zip(dst.kv, src.kv):
+        dk[:, :, :k].copy_(sk)
+        dv[:, :, :k].copy_(sv)
+    dst.bias.fill_(-3.0e4 if dst.bias.dtype == torch.float16 else CROSS_MASK_VALUE)
+    dst.bias[..., :k].copy_(src.bias)
+    if src.frame_bias is not None:
+        dst.frame_bias.copy_(src.frame_bias)
+
+
+def padded_like(memory, keys: int):
+    """A CrossMemory of zeros shaped like `memory` but with `keys` keys (static buffers for a CUDA graph)."""
+    from live_synth.model.decoder import CrossMemory
+
+    kv = [(k.new_zeros(*k.shape[:2], keys, k.shape[3]), v.new_zeros(*v.shape[:2], keys, v.shape[3]))
+          for k, v in memory.kv]
+    bias = memory.bias.new_zeros(*memory.bias.shape[:3], keys)
+    frame = None if memory.frame_bias is None else memory.frame_bias.clone()
+    padded = CrossMemory(kv, bias, frame)
+    copy_padded(padded, memory)
+    return padded
+
+
 def load_engine(name: str, model, device: str = "cpu", dtype: str = "float32", root=None,
                 cuda_graph: bool = False, threads: int | None = None) -> Engine:
     """The engine called `name` running `model` (a SpectrogramDiffusion).

@@ -1,20 +1,21 @@
 """Export a model to ONNX graphs with fixed input/output names, for onnxruntime and TensorRT (issue #6).
 
-Three graphs per model, one window geometry each (the model's own: `target_length` frames, `context_length` context
-frames, up to `max_tokens` tokens):
+Three graphs per model, for the model's window geometry: static `target_length` frames T, `context_length` context
+frames S and feature sizes; the token count L (1..max_tokens) is the one dynamic axis, and B (1, or 2 with
+classifier-free guidance) in the decoder:
 
-  notes.onnx    tokens [1, L] int64 (L dynamic, 1..max_tokens)            → notes_hidden [1, L, d]
-  memory.onnx   notes_hidden [1, M, d] (M = max_tokens, zero-padded), notes_mask [1, M] bool,
+  notes.onnx    tokens [1, L] int64                                        → notes_hidden [1, L, d]
+  memory.onnx   notes_hidden [1, L, d], notes_mask [1, L] bool,
                 context [1, S, 128] (scaled), context_mask [1, S] bool, (roll [1, T, ROLL_FEATURES])
-                → k0, v0, k1, v1, ... [1, H, M + S, d_kv], cross_bias [1, 1, 1, M + S], (frame_bias [1, T, d])
-  denoise.onnx  z [B, T, 128], tau [B] (B dynamic: 1, or 2 with classifier-free guidance), k0, v0, ...,
-                cross_bias, (frame_bias)                                   → eps [B, T, 128]
+                → k0, v0, k1, v1, ... [1, H, L + S, d_kv], cross_bias [1, 1, 1, L + S], (frame_bias [1, T, d])
+  denoise.onnx  z [B, T, 128], tau [B], k0, v0, ..., cross_bias, (frame_bias)  → eps [B, T, 128]
 
-The notes encoder is its own graph so that an engine can keep its output while a window's tokens do not change (most
-live ticks); its token axis is dynamic because padding every window to `max_tokens` would cost 4-30x more encoder
-work than the real tokens (padded keys are masked, so the real rows are the same either way). memory.onnx pads the
-notes to `max_tokens` so that everything downstream has static shapes: the cross-attention keys that are padding get
-the bias -1e10 and contribute exactly 0 after the softmax in fp32.
+Why the token axis stays dynamic: a window holds 20-200 real tokens; padding every window to `max_tokens` (2048 for
+the published model) would cost 4-30x more notes-encoder work and make every decoder step cross-attend to 2048 + S
+keys instead of L + S (what diffusers does; our torch engine's speed-up over diffusers comes largely from not doing
+it). ONNX Runtime runs any L without re-planning; TensorRT gets an optimisation profile over L (tensorrt_engine.py).
+The notes encoder is its own graph so that an engine keeps its output while a window's tokens do not change (most
+live ticks).
 
 The unconditional branch of classifier-free guidance needs no graph: with every key masked and all encodings zero,
 its keys/values are zero, its bias is -1e10 everywhere and its frame bias is zero (what TorchEngine computes).
@@ -46,7 +47,7 @@ from live_synth.model.network import SpectrogramDiffusion
 OPSET = 17
 MANIFEST = "manifest.json"
 GRAPHS = ("notes", "memory", "denoise")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def weights_fingerprint(model: SpectrogramDiffusion) -> str:
@@ -121,11 +122,9 @@ def example_inputs(model: SpectrogramDiffusion, tokens: int = 16, batch: int = 1
     cfg = model.config
     gen = torch.Generator().manual_seed(seed)
     tok = torch.randint(3, cfg.vocab_size, (1, tokens), generator=gen)
-    m, s, t, d = cfg.max_tokens, cfg.context_length, cfg.target_length, cfg.d_model
-    hidden = torch.zeros(1, m, d)
-    hidden[:, :tokens] = torch.randn(1, tokens, d, generator=gen)
-    mask = torch.zeros(1, m, dtype=torch.bool)
-    mask[:, :tokens] = True
+    s, t, d = cfg.context_length, cfg.target_length, cfg.d_model
+    hidden = torch.randn(1, tokens, d, generator=gen)
+    mask = torch.ones(1, tokens, dtype=torch.bool)
     context = torch.rand(1, s, 128, generator=gen) * 2 - 1
     cmask = torch.zeros(1, s, dtype=torch.bool)
     cmask[:, : s // 2] = True
@@ -159,9 +158,13 @@ def export_onnx(model: SpectrogramDiffusion, folder: str | os.PathLike,
         jobs = [
             ("notes", _NotesGraph(model), notes_args, ["tokens"], ["notes_hidden"],
              {"tokens": {1: "tokens"}, "notes_hidden": {1: "tokens"}}),
-            ("memory", _MemoryGraph(model), memory_args, names.memory_inputs, names.memory_outputs, None),
+            ("memory", _MemoryGraph(model), memory_args, names.memory_inputs, names.memory_outputs,
+             {"notes_hidden": {1: "tokens"}, "notes_mask": {1: "tokens"}, "cross_bias": {3: "keys"},
+              **{name: {2: "keys"} for name in names.kv}}),
             ("denoise", _DenoiseGraph(model), tuple(denoise_args(memory_out)), names.denoise_inputs, ["eps"],
-             {name: {0: "batch"} for name in names.denoise_inputs + ["eps"]}),
+             {"z": {0: "batch"}, "tau": {0: "batch"}, "eps": {0: "batch"}, "cross_bias": {0: "batch", 3: "keys"},
+              **{name: {0: "batch", 2: "keys"} for name in names.kv},
+              **({"frame_bias": {0: "batch"}} if cfg.pianoroll else {})}),
         ]
         for name, module, args, inputs, outputs, dynamic in jobs:
             if progress:

@@ -1,7 +1,6 @@
 """ONNX Runtime engine: the graphs of `engines.onnx_export`, run in fp32 on the CPU (or CUDA with onnxruntime-gpu).
 
-The engine keeps the notes encoder's output while a window's tokens do not change (as TorchEngine does), pads it to
-the static geometry, builds the unconditional guidance branch without running a graph (zero keys/values, every key
+The engine keeps the notes encoder's output while a window's tokens do not change (as TorchEngine does), builds the unconditional guidance branch without running a graph (zero keys/values, every key
 masked), and hands the samplers torch tensors so that nothing above the engine knows which back end runs.
 """
 
@@ -109,11 +108,7 @@ class OnnxEngine(Engine):
         if tokens.shape[0] != 1 or not 1 <= tokens.shape[1] <= cfg.max_tokens:
             raise LiveSynthError(f"onnx engine: tokens must be [1, 1..{cfg.max_tokens}], got {list(tokens.shape)}")
         hidden = self._notes(tokens)
-        padded = np.zeros((1, cfg.max_tokens, cfg.d_model), np.float32)
-        padded[:, : hidden.shape[1]] = hidden
-        mask = np.zeros((1, cfg.max_tokens), bool)
-        mask[:, : tokens.shape[1]] = tokens[0] > 0
-        feeds = {"notes_hidden": padded, "notes_mask": mask,
+        feeds = {"notes_hidden": hidden, "notes_mask": tokens > 0,
                  "context": torch.as_tensor(context).float().cpu().numpy(),
                  "context_mask": torch.as_tensor(context_mask).bool().cpu().numpy()}
         if cfg.pianoroll:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from engines.base import Engine, EngineTimings
+from engines.base import Engine, EngineTimings, copy_padded, key_bucket, padded_like
 from engines.onnx_export import GRAPHS, engine_root, export_onnx, read_manifest, weights_fingerprint
 from live_synth.errors import LiveSynthError, MissingDependencyError
 from live_synth.model.decoder import CROSS_MASK_VALUE, CrossMemory
@@ -46,15 +46,20 @@ def build_plan_settings(manifest: dict, precision: str) -> dict[str, dict]:
     g = manifest["geometry"]
     m, s, t, d, h, dkv = (g[k] for k in ("max_tokens", "context_length", "target_length", "d_model", "num_heads",
                                           "d_kv"))
-    opt_tokens = min(128, m)
-    denoise_shapes = {"z": (t, 128), "tau": ()}
-    for name in manifest["graphs"]["denoise"]["inputs"][2:]:
-        denoise_shapes[name] = {"cross_bias": (1, 1, m + s), "frame_bias": (t, d)}.get(name, (h, m + s, dkv))
+    opt = min(128, m)  # a typical window's token count
+
+    def keys(n: int) -> dict[str, tuple]:
+        shapes = {"z": (t, 128), "tau": ()}
+        for name in manifest["graphs"]["denoise"]["inputs"][2:]:
+            shapes[name] = {"cross_bias": (1, 1, n + s), "frame_bias": (t, d)}.get(name, (h, n + s, dkv))
+        return shapes
+
+    lo, mid, hi = keys(1), keys(opt), keys(m)
     return {
-        "notes": {"profile": {"tokens": ((1, 1), (1, opt_tokens), (1, m))}, "precision": precision},
-        "memory": {"profile": {}, "precision": precision},
-        "denoise": {"profile": {k: ((1, *v), (2, *v), (2, *v)) for k, v in denoise_shapes.items()},
-                    "precision": precision},
+        "notes": {"profile": {"tokens": ((1, 1), (1, opt), (1, m))}, "precision": precision},
+        "memory": {"profile": {"notes_hidden": ((1, 1, d), (1, opt, d), (1, m, d)),
+                               "notes_mask": ((1, 1), (1, opt), (1, m))}, "precision": precision},
+        "denoise": {"profile": {k: ((1, *lo[k]), (2, *mid[k]), (2, *hi[k])) for k in lo}, "precision": precision},
     }
 
 
@@ -109,11 +114,21 @@ class _Context:
     """One plan's execution context, with torch CUDA tensors as its I/O buffers."""
 
     def __init__(self, runtime, path: Path):
-        trt = _trt()
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise LiveSynthError(f"{path}: TensorRT could not load this plan (built by another TensorRT version?)")
         self.context = self.engine.create_execution_context()
+        self._setup()
+
+    def fork(self) -> _Context:
+        """Another execution context of the same plan (its own shapes and scratch memory)."""
+        other = object.__new__(_Context)
+        other.engine, other.context = self.engine, self.engine.create_execution_context()
+        other._setup()
+        return other
+
+    def _setup(self) -> None:
+        trt = _trt()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
@@ -161,7 +176,7 @@ class TensorRTEngine(Engine):
         self.ctx = {g: _Context(runtime, plan_dir / f"{g}.plan") for g in GRAPHS}
         self.stream = torch.cuda.Stream()
         self.cuda_graph = cuda_graph
-        self._graphs: dict[int, tuple] = {}  # batch → (graph, static inputs, static output, memory it holds)
+        self._graphs: dict[tuple, list] = {}  # (batch, key bucket) → [graph, feeds, memory buffers, out, ...]
         self._notes_cache: tuple[bytes, torch.Tensor] | None = None
         self.cache_hits = 0
         self.timings = EngineTimings()
@@ -196,11 +211,7 @@ class TensorRTEngine(Engine):
             else:
                 hidden = self.ctx["notes"].run({"tokens": tokens}, self.stream)["notes_hidden"]
                 self._notes_cache = (key, hidden)
-            padded = torch.zeros(1, cfg.max_tokens, cfg.d_model, device=self.device, dtype=hidden.dtype)
-            padded[:, : hidden.shape[1]] = hidden
-            mask = torch.zeros(1, cfg.max_tokens, dtype=torch.bool, device=self.device)
-            mask[:, : tokens.shape[1]] = tokens[0] > 0
-            feeds = {"notes_hidden": padded, "notes_mask": mask, "context": torch.as_tensor(context).to(self.device),
+            feeds = {"notes_hidden": hidden, "notes_mask": tokens > 0, "context": torch.as_tensor(context).to(self.device),
                      "context_mask": torch.as_tensor(context_mask).to(self.device)}
             if cfg.pianoroll:
                 feeds["roll"] = torch.as_tensor(roll).to(self.device)
@@ -241,27 +252,28 @@ class TensorRTEngine(Engine):
         return eps
 
     def _replay(self, z, tau: float, memory: CrossMemory) -> torch.Tensor:
-        batch = z.shape[0]
-        entry = self._graphs.get(batch)
+        """Replay the decoder step from a CUDA graph captured per (batch, key bucket), each with its own execution
+        context (a captured graph bakes in its context's shapes and scratch memory)."""
+        batch, cfg = z.shape[0], self.config
+        bucket = key_bucket(memory.bias.shape[-1], cfg.max_tokens + cfg.context_length)
+        entry = self._graphs.get((batch, bucket))
         if entry is None:
-            feeds = {k: v.clone() for k, v in self._feeds(z, torch.full((batch,), tau, device=self.device),
-                                                          memory).items()}
-            ctx = self.ctx["denoise"]
+            static = padded_like(memory, bucket)
+            feeds = self._feeds(z.clone(), torch.full((batch,), tau, device=self.device), static)
+            ctx = self.ctx["denoise"].fork()
             with torch.cuda.stream(self.stream):
                 out = ctx.run(feeds, self.stream)  # TensorRT asks for one enqueue before capture
             self.stream.synchronize()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=self.stream):
                 ctx.context.execute_async_v3(self.stream.cuda_stream)
-            entry = self._graphs[batch] = [graph, feeds, out["eps"], memory]
-        graph, feeds, out, held = entry
+            entry = self._graphs[(batch, bucket)] = [graph, feeds, static, out["eps"], memory, ctx]
+        graph, feeds, static, out, held, _ = entry
         feeds["z"].copy_(z)
         feeds["tau"].fill_(tau)
         if held is not memory:  # a new window: copy its memory into the graph's static buffers
-            for name, tensor in self._feeds(z, 0.0, memory).items():
-                if name not in ("z", "tau"):
-                    feeds[name].copy_(tensor)
-            entry[3] = memory
+            copy_padded(static, memory)
+            entry[4] = memory
         graph.replay()
         torch.cuda.synchronize()
         return out.float()

@@ -1,7 +1,8 @@
 """PyTorch engine: the reference back end (CPU or CUDA; fp32 is the parity reference for every other engine).
 
-On CUDA, `cuda_graph=True` captures the decoder step once per batch size (1, or 2 with guidance) and replays it: the
-step's inputs live in static buffers, a new window's memory is copied into them (device to device) on its first step.
+On CUDA, `cuda_graph=True` captures the decoder step once per batch size (1, or 2 with guidance) and key bucket
+(memories are padded to a multiple of 128 keys, the padding masked) and replays it: the step's inputs live in static
+buffers, a new window's memory is copied into them (device to device) on its first step.
 A 4-step tick launches hundreds of small kernels per step; replaying them as one graph removes the per-kernel Python
 and launch overhead that dominates batch-1 inference.
 """
@@ -12,7 +13,7 @@ import time
 
 import torch
 
-from engines.base import Engine, EngineTimings
+from engines.base import Engine, EngineTimings, copy_padded, key_bucket, padded_like
 from live_synth.errors import LiveSynthError
 from live_synth.model.decoder import CrossMemory
 from live_synth.model.network import SpectrogramDiffusion
@@ -39,7 +40,7 @@ class TorchEngine(Engine):
         if cuda_graph and self.device.type != "cuda":
             raise LiveSynthError("CUDA graphs need --device cuda")
         self.cuda_graph = cuda_graph
-        self._graphs: dict[int, list] = {}  # batch → [graph, static z, static tau, static memory, out, held memory]
+        self._graphs: dict[tuple, list] = {}  # (batch, keys) → [graph, z, tau, memory, out, held memory]
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -89,12 +90,13 @@ class TorchEngine(Engine):
         return eps
 
     def _replay(self, z, tau: float, memory: CrossMemory):
-        batch = z.shape[0]
-        entry = self._graphs.get(batch)
+        batch, keys = z.shape[0], memory.bias.shape[-1]
+        cfg = self.config
+        bucket = key_bucket(keys, cfg.max_tokens + cfg.context_length)
+        entry = self._graphs.get((batch, bucket))
         if entry is None:
             static_z, static_tau = z.clone(), torch.full((batch,), tau, device=self.device)
-            static_mem = CrossMemory([(k.clone(), v.clone()) for k, v in memory.kv], memory.bias.clone(),
-                                     None if memory.frame_bias is None else memory.frame_bias.clone())
+            static_mem = padded_like(memory, bucket)
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):  # warm-up outside the capture (cuBLAS workspaces, lazy inits)
@@ -104,17 +106,12 @@ class TorchEngine(Engine):
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 out = self.model(static_z, static_tau, static_mem)
-            entry = self._graphs[batch] = [graph, static_z, static_tau, static_mem, out, memory]
+            entry = self._graphs[(batch, bucket)] = [graph, static_z, static_tau, static_mem, out, memory]
         graph, static_z, static_tau, static_mem, out, held = entry
         static_z.copy_(z)
         static_tau.fill_(tau)
         if held is not memory:  # a new window: its memory goes into the graph's buffers once
-            for (sk, sv), (k, v) in zip(static_mem.kv, memory.kv):
-                sk.copy_(k)
-                sv.copy_(v)
-            static_mem.bias.copy_(memory.bias)
-            if memory.frame_bias is not None:
-                static_mem.frame_bias.copy_(memory.frame_bias)
+            copy_padded(static_mem, memory)
             entry[5] = memory
         graph.replay()
         return out.float().clone()

@@ -77,7 +77,7 @@ def test_manifest_names_and_static_geometry(roll_export):
     assert manifest["graphs"]["denoise"]["inputs"] == ["z", "tau"] + names.kv + ["cross_bias", "frame_bias"]
     graph = onnx.load(str(folder / "memory.onnx"), load_external_data=False).graph
     dims = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in graph.input}
-    assert dims["notes_hidden"] == [1, ROLL_CFG.max_tokens, ROLL_CFG.d_model]
+    assert dims["notes_hidden"] == [1, "tokens", ROLL_CFG.d_model]  # the one dynamic axis (see onnx_export)
     assert dims["context"] == [1, ROLL_CFG.context_length, 128]
     assert dims["roll"][1] == ROLL_CFG.target_length
     denoise = onnx.load(str(folder / "denoise.onnx"), load_external_data=False).graph
@@ -140,6 +140,27 @@ def test_cli_export_and_render_with_the_onnx_engine(tmp_path, capsys):
     assert len(wavs[0]) == len(wavs[1])
 
 
+def test_cuda_graph_key_buckets_pad_memory_without_changing_the_step(roll_export):
+    """What the CUDA-graph paths do on the GPU, checked on the CPU: a memory padded into its key bucket (zeros, masked
+    bias) gives the same decoder output as the memory itself."""
+    from engines.base import key_bucket, padded_like
+
+    m, _ = roll_export
+    engine = TorchEngine(m)
+    tokens = torch.randint(3, 100, (1, 23))
+    context, mask = torch.rand(1, 12, 128), torch.ones(1, 12, dtype=torch.bool)
+    roll = torch.zeros(1, 16, 4224)
+    z = torch.randn(1, 16, 128)
+    for guided in (False, True):
+        memory = engine.encode(tokens, context, mask, roll, guided=guided)
+        keys = memory.bias.shape[-1]
+        bucket = key_bucket(keys, ROLL_CFG.max_tokens + ROLL_CFG.context_length, step=32)
+        assert bucket == 64 and keys == 35
+        padded = padded_like(memory, bucket)
+        torch.testing.assert_close(engine.denoise(z, 0.3, padded), engine.denoise(z, 0.3, memory),
+                                   atol=1e-5, rtol=1e-5)
+
+
 def test_engine_errors_are_one_line():
     m = model(preset("tiny"))
     with pytest.raises(LiveSynthError, match="fp32 graphs"):
@@ -156,7 +177,9 @@ def test_tensorrt_build_settings_cover_every_input_of_the_exported_graphs(roll_e
     settings = build_plan_settings(manifest, "fp16")
     assert set(settings["denoise"]["profile"]) == set(manifest["graphs"]["denoise"]["inputs"])
     lo, opt, hi = settings["denoise"]["profile"]["k0"]
-    assert lo[0] == 1 and hi[0] == 2 and lo[1:] == hi[1:]
+    keys = ROLL_CFG.max_tokens + ROLL_CFG.context_length
+    assert lo[0] == 1 and hi[0] == 2 and lo[2] == ROLL_CFG.context_length + 1 and hi[2] == keys
+    assert settings["memory"]["profile"]["notes_hidden"][2] == (1, ROLL_CFG.max_tokens, ROLL_CFG.d_model)
     assert settings["notes"]["profile"]["tokens"][2] == (1, ROLL_CFG.max_tokens)
     with pytest.raises(LiveSynthError):
         build_plan_settings(manifest, "int8")
