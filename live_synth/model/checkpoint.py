@@ -215,8 +215,13 @@ def _load_own(path: Path) -> LoadedModel:
     cfg = ModelConfig.from_dict(cfg_dict, str(source))
     model = SpectrogramDiffusion(cfg)
     _load_state(model, state, {k: weights for k in set(state) | set(model.state_dict())})
-    vocoder = path / "melgan.onnx" if path.is_dir() else None
-    return LoadedModel(model.eval(), str(path), False, vocoder if vocoder and vocoder.is_file() else None)
+    vocoder = None
+    if path.is_dir():  # a vocoder shipped next to the model: ours (vocoder.safetensors) or a MelGAN ONNX file
+        if (path / "vocoder.safetensors").is_file():
+            vocoder = path
+        elif (path / "melgan.onnx").is_file():
+            vocoder = path / "melgan.onnx"
+    return LoadedModel(model.eval(), str(path), False, vocoder)
 
 
 def load_model(spec: str | os.PathLike, seed: int = 0) -> LoadedModel:
