@@ -257,7 +257,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         say(TABLE_HEAD)
         rows = run_throughput_bench(args.model, args.engine, args.steps, args.hop, out, device=args.device,
-                                    dtype=args.dtype, engine_dir=args.engine_dir, vocoder=args.vocoder, log=say)
+                                    dtype=args.dtype, engine_dir=args.engine_dir, vocoder=args.vocoder,
+                                    ticks=args.ticks, log=say)
         print(TABLE_HEAD)
         print("\n".join(row.markdown() for row in rows))
         return 0
@@ -347,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--vocoder")
     bench.add_argument("--threads", type=int, default=0)
     bench.add_argument("--notes", type=int, default=40, help="latency: notes per synthesizer")
+    bench.add_argument("--ticks", type=int, default=40, help="throughput: live ticks timed per configuration")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--no-fluidsynth", action="store_true", help="latency: measure live-synth only")
     bench.add_argument("--out", help="JSON lines to append to (latency default: bench-latency.jsonl)")

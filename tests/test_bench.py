@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from live_synth.bench.latency import LatencyResult, summary_table
-from live_synth.bench.probe import detect_onsets, schedule
+from live_synth.bench.probe import detect_onsets, estimate_pitch, schedule
 
 RATE = 48000
 
@@ -51,3 +51,11 @@ def test_summary_reports_percentiles_missed_notes_and_the_ratio():
     assert stats["missed"] == 1 and stats["p50_ms"] == 110.0 and stats["tick_ms"]["n"] == 2
     table = summary_table([ours, ref])
     assert "ratio live-synth / fluidsynth" in table and f"{110 / 5.75:.1f}x" in table
+
+
+def test_pitch_estimate_prefers_the_fundamental_over_a_strong_second_harmonic():
+    t = np.arange(int(0.3 * RATE)) / RATE
+    for midi in (48, 60, 67, 72):
+        f0 = 440 * 2 ** ((midi - 69) / 12)
+        tone = 0.5 * np.sin(2 * np.pi * f0 * t) + 0.8 * np.sin(2 * np.pi * 2 * f0 * t) + 0.3 * np.sin(6 * np.pi * f0 * t)
+        assert abs(estimate_pitch(tone, RATE) - midi) <= 0.2

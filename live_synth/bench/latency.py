@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,11 @@ class LatencyResult:
     note_times_s: list[float]
     xruns: int
     synth_report: dict = field(default_factory=dict)  # live-synth's own counters (underruns, tick times)
+    # For checks on the sound itself (tests): the capture and the notes on its frame axis. Not written to JSON.
+    audio: np.ndarray | None = field(default=None, repr=False)
+    note_frames: list[int] = field(default_factory=list, repr=False)
+    pitches: list[int] = field(default_factory=list, repr=False)
+    onset_frames: list[int | None] = field(default_factory=list, repr=False)
 
     def stats(self) -> dict:
         found = np.array([x for x in self.latencies_ms if x is not None], np.float64)
@@ -161,7 +166,7 @@ def measure(synth: str, notes: list[ScheduledNote], seconds: float, tag: str, pl
     latencies = [None if o is None else (o - at) / probe.rate * 1e3 for o, at in zip(onsets, frames)]
     return LatencyResult(synth, {"args": play_args} if synth == "live-synth" else {"soundfont": soundfont},
                          probe.rate, probe.period, len(frames), latencies, [f / probe.rate for f in frames],
-                         probe.xruns, report)
+                         probe.xruns, report, probe.audio, frames, [pitch for _, pitch in sent], onsets)
 
 
 def run_latency_bench(n_notes: int, play_args: list[str], out_jsonl: Path, png: Path | None, seed: int = 0,
@@ -253,6 +258,3 @@ def plot_latencies(results: list[LatencyResult], path: Path) -> None:
         fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
 
-
-def as_json(results: list[LatencyResult]) -> str:
-    return json.dumps([asdict(r) for r in results])

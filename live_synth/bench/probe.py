@@ -161,3 +161,15 @@ def detect_onsets(audio: np.ndarray, note_frames: list[int], rate: int, max_late
         hits = np.flatnonzero(raw[lo : rough + smooth + 1] >= threshold)
         out.append(on + (lo + int(hits[0]) if hits.size else rough) * block)
     return out
+
+
+def estimate_pitch(audio: np.ndarray, rate: int, lowest: float = 36.0, highest: float = 96.0) -> float:
+    """The MIDI pitch (0.1 semitone grid) whose first 5 harmonics carry the most spectral magnitude (harmonic
+    summation, 1/k weights): robust to a strong second harmonic, unlike the highest spectral peak."""
+    n = 1 << 16
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), n=n))
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    candidates = np.arange(lowest, highest + 0.01, 0.1)
+    f0 = 440.0 * 2 ** ((candidates - 69) / 12)
+    scores = sum(np.interp(k * f0, freqs, spectrum) / k for k in range(1, 6))
+    return float(candidates[int(np.argmax(scores))])

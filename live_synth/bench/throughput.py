@@ -129,14 +129,16 @@ def measure(model_spec: str, engine_name: str, steps: int, hop: int, device: str
 
 def run_throughput_bench(models: list[str], engines: list[str], steps: list[int], hops: list[int],
                          out_jsonl: Path | None, device: str = "cpu", dtype: str = "float32",
-                         engine_dir: str | None = None, vocoder: str | None = None, log=print) -> list[ThroughputRow]:
+                         engine_dir: str | None = None, vocoder: str | None = None, ticks: int = 40,
+                         log=print) -> list[ThroughputRow]:
     rows = []
     key = {"revision": revision(), "machine": machine(), "threads": torch.get_num_threads()}
     for model in models:
         for engine in engines:
             for n in steps:
                 for hop in hops:
-                    row = measure(model, engine, n, hop, device, dtype, engine_dir=engine_dir, vocoder_spec=vocoder)
+                    row = measure(model, engine, n, hop, device, dtype, ticks=ticks, engine_dir=engine_dir,
+                                  vocoder_spec=vocoder, repeats=max(5, min(20, ticks)))
                     log(row.markdown())
                     rows.append(row)
                     if out_jsonl is not None:

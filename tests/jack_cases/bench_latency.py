@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from live_synth.bench.latency import DEFAULT_SOUNDFONT, measure, summary_table
-from live_synth.bench.probe import schedule
+from live_synth.bench.probe import estimate_pitch, schedule
 from tests.jack_cases.live_io import TAG, jack_server  # noqa: F401  (fixture)
 
 
@@ -28,3 +28,6 @@ def test_fluidsynth_latency_is_measured_note_by_note(jack_server):
     phases = np.array([t * result.rate % result.period for t in result.note_times_s])
     assert len(set(phases.round())) > 4  # note-ons land at different offsets inside the period
     assert "fluidsynth" in summary_table([result])
+    # The pitch check used on the default model (play_e2e.py), validated here on a real piano sound.
+    detected = [estimate_pitch(result.audio[o + 2400 : o + 2400 + 9600], result.rate) for o in result.onset_frames]
+    assert all(abs(d - p) <= 1.0 for d, p in zip(detected, result.pitches)), list(zip(result.pitches, detected))
