@@ -285,23 +285,35 @@ def export(out: Path, target: Path, description: str = "") -> Path:
 
 
 def plot_losses(out: Path) -> Path:
-    """loss.csv → loss.png (training loss, and the probe's conditioned vs unconditioned loss)."""
+    """loss.csv → loss.png: training loss and the probe's loss with vs without conditioning (left), and their ratio,
+    the "are the notes used" measurement (right; 1.0 = the notes change nothing)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rows = list(csv.DictReader(open(out / LOG)))
     steps = [int(r["step"]) for r in rows]
-    fig = Figure(figsize=(8, 4))
+    fig = Figure(figsize=(11, 4))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(steps, [float(r["loss"]) for r in rows], label="train loss (L1 on ε)", lw=0.8)
+    ax, ratio = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax.plot(steps, [float(r["loss"]) for r in rows], label="train loss (the run's weighting)", lw=0.8)
     probes = [(int(r["step"]), float(r["probe_cond"]), float(r["probe_uncond"])) for r in rows if r["probe_cond"]]
     if probes:
-        ax.plot([p[0] for p in probes], [p[1] for p in probes], "o-", label="probe, with notes")
+        ax.plot([p[0] for p in probes], [p[1] for p in probes], "o-", label="probe (L1 on ε), with notes")
         ax.plot([p[0] for p in probes], [p[2] for p in probes], "s--", label="probe, conditioning dropped")
+        ratio.plot([p[0] for p in probes], [p[2] / p[1] for p in probes], "o-", label="all noise levels")
+        high = [(int(r["step"]), float(r["probe_uncond_hi"]) / float(r["probe_cond_hi"])) for r in rows
+                if r.get("probe_cond_hi")]
+        if high:
+            ratio.plot(*zip(*high), "s--", label="noise time 0.7-1")
+        ratio.axhline(1.0, color="grey", lw=0.8)
+        ratio.set_xlabel("step")
+        ratio.set_ylabel("probe loss without / with notes")
+        ratio.legend()
+        ratio.grid(alpha=0.3)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
+    fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=100)
     return out / "loss.png"
