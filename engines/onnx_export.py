@@ -167,6 +167,9 @@ def export_onnx(model: SpectrogramDiffusion, folder: str | os.PathLike,
               **({"frame_bias": {0: "batch"}} if cfg.pianoroll else {})}),
         ]
         for name, module, args, inputs, outputs, dynamic in jobs:
+            # The exporter puts the module back into the mode it found it in: a fresh wrapper is in training mode,
+            # which would switch the caller's model to training (dropout on) after the export.
+            module.eval()
             if progress:
                 progress(f"exporting {name}.onnx")
             with torch.no_grad():

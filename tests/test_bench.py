@@ -59,3 +59,12 @@ def test_pitch_estimate_prefers_the_fundamental_over_a_strong_second_harmonic():
         f0 = 440 * 2 ** ((midi - 69) / 12)
         tone = 0.5 * np.sin(2 * np.pi * f0 * t) + 0.8 * np.sin(2 * np.pi * 2 * f0 * t) + 0.3 * np.sin(6 * np.pi * f0 * t)
         assert abs(estimate_pitch(tone, RATE) - midi) <= 0.2
+
+
+def test_onsets_earlier_than_the_ring_lead_are_rejected_as_implausible():
+    ours = LatencyResult("live-synth", {}, RATE, 256, 4, [3.0, 260.0, None, 120.0], [0, 1, 2, 3], 0,
+                         onset_frames=[1, 2, None, 3])
+    ours.reject_below(225.0)
+    stats = ours.stats()
+    assert ours.latencies_ms == [None, 260.0, None, None] and stats["missed"] == 3 and stats["implausible"] == 2
+    assert "2 implausibly early" in summary_table([ours])

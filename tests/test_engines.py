@@ -68,6 +68,12 @@ def test_parity_check_fails_on_wrong_weights_and_on_nan(roll_export):
     assert not report.finite and not report.passes(1.0)
 
 
+def test_export_leaves_the_model_in_eval_mode(tmp_path):
+    m = model(preset("tiny"))
+    export_onnx(m, tmp_path / "onnx")
+    assert not any(module.training for module in m.modules())
+
+
 def test_manifest_names_and_static_geometry(roll_export):
     import onnx
 

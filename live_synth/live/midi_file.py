@@ -47,6 +47,11 @@ class MidiFileSource:
         return self.events[-1][0] / self.speed if self.events else 0.0
 
     @property
+    def received(self) -> int:
+        """Events delivered so far (the same counter a port input keeps)."""
+        return self.next
+
+    @property
     def finished(self) -> bool:
         return self.next >= len(self.events)
 

@@ -159,7 +159,7 @@ class Generation:
         st, midi = self.worker.stats, self.midi
         values = {"ticks": st.ticks, "late_ticks": st.late_ticks, "steps": st.steps, "last_tick_ms": st.last_tick_ms,
                   "active_notes": st.active_notes, "late_events": st.late_events,
-                  "midi_received": getattr(midi, "received", len(getattr(midi, "events", []))),
+                  "midi_received": midi.received,
                   "midi_dropped": getattr(midi, "dropped", 0)}
         for name, value in values.items():
             self.stats[STATS.index(name)] = value

@@ -137,6 +137,6 @@ def test_play_midi_file_in_either_process_layout_reports_and_records(jack_server
     data = json.loads(report.read_text())
     events = MidiFileSource(str(packaged_path("demo.mid"))).events
     played = sum(1 for t, _ in events if t <= 4.0)
-    assert played - 5 <= data["midi_received"] <= len(events) and data["ticks"] > 3 and data["tick_ms"]
+    assert abs(data["midi_received"] - played) <= 15 and data["ticks"] > 3 and data["tick_ms"]
     assert data["underruns"] == 0 and rec.is_file()
     assert "leaked" not in result.stderr, result.stderr
