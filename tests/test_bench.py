@@ -51,6 +51,7 @@ def test_summary_reports_percentiles_missed_notes_and_the_ratio():
     assert stats["missed"] == 1 and stats["p50_ms"] == 110.0 and stats["tick_ms"]["n"] == 2
     table = summary_table([ours, ref])
     assert "ratio live-synth / fluidsynth" in table and f"{110 / 5.75:.1f}x" in table
+    assert "tick compute (2 ticks): p50 55.0" in table
 
 
 def test_pitch_estimate_prefers_the_fundamental_over_a_strong_second_harmonic():
@@ -68,3 +69,13 @@ def test_onsets_earlier_than_the_ring_lead_are_rejected_as_implausible():
     stats = ours.stats()
     assert ours.latencies_ms == [None, 260.0, None, None] and stats["missed"] == 3 and stats["implausible"] == 2
     assert "2 implausibly early" in summary_table([ours])
+
+
+def test_latency_png_has_histogram_timeline_and_tick_panels(tmp_path):
+    from live_synth.bench.latency import plot_latencies
+
+    ours = LatencyResult("live-synth", {}, RATE, 256, 3, [300.0, 320.0, None], [0.5, 1.3, 2.1], 0,
+                         {"tick_ms": [40.0, 42.0, 55.0]})
+    ref = LatencyResult("fluidsynth", {}, RATE, 256, 3, [5.0, 6.0, 5.5], [0.5, 1.3, 2.1], 0)
+    plot_latencies([ours, ref], tmp_path / "lat.png")
+    assert (tmp_path / "lat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

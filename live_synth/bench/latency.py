@@ -238,6 +238,11 @@ def summary_table(results: list[LatencyResult]) -> str:
         missed = f"{s['missed']}" + (f" ({s['implausible']} implausibly early)" if s.get("implausible") else "")
         lines.append(f"| {s['synth']} | {s['notes']} | {missed} | " + " | ".join(cells)
                      + f" | {s['xruns']} | {s.get('underruns', '—')} |")
+    for s in stats:
+        if "tick_ms" in s:
+            t = s["tick_ms"]
+            lines.append(f"| {s['synth']} tick compute ({t['n']} ticks): p50 {t['p50']:.1f} / p90 {t['p90']:.1f} / "
+                         f"p99 {t['p99']:.1f} / max {t['max']:.1f} ms | | | | | | | | | | |")
     if len(stats) == 2 and "p50_ms" in stats[0] and "p50_ms" in stats[1]:
         a, b = stats
         lines.append(f"| ratio live-synth / {b['synth']} | | | | {a['p50_ms'] / b['p50_ms']:.1f}x | "
@@ -253,7 +258,7 @@ def plot_latencies(results: list[LatencyResult], path: Path) -> None:
 
     from live_synth.files import atomic_output
 
-    fig, (hist, timeline) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (hist, timeline, ticks) = plt.subplots(1, 3, figsize=(16, 4))
     for result in results:
         ok = [(t, x) for t, x in zip(result.note_times_s, result.latencies_ms) if x is not None]
         if not ok:
@@ -264,6 +269,13 @@ def plot_latencies(results: list[LatencyResult], path: Path) -> None:
     hist.set_xlabel("note-on → sound latency (ms)")
     hist.set_ylabel("notes")
     hist.legend()
+    for result in results:
+        tick_ms = result.synth_report.get("tick_ms")
+        if tick_ms:
+            ticks.hist(tick_ms, bins=40, label=f"{result.synth} ({len(tick_ms)} ticks)")
+    ticks.set_xlabel("tick compute (ms)")
+    ticks.set_ylabel("ticks")
+    ticks.legend()
     timeline.set_xlabel("note time (s)")
     timeline.set_ylabel("latency (ms)")
     timeline.legend()
