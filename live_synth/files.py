@@ -79,3 +79,18 @@ def read_safetensors(path: str | Path) -> tuple[dict, dict[str, str]]:
             return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
     except Exception as exc:  # safetensors raises several types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(exc)[:200]})") from None
+
+
+def check_state(expected: dict, state: dict, where) -> None:
+    """A weight file's tensors against a model's `state_dict()`: every key present, none unknown, every shape
+    equal; else one `CheckpointError` line. `where(key)` names the file a tensor came from."""
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{where(missing[0])}: missing tensor {missing[0]}{more}")
+    for key, tensor in state.items():
+        if key not in expected:
+            raise CheckpointError(f"{where(key)}: unexpected tensor {key}")
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(f"{where(key)}: tensor {key} has shape {tuple(tensor.shape)}, "
+                                  f"the config needs {tuple(expected[key].shape)}")

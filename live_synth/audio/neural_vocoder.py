@@ -64,7 +64,7 @@ from torch import Tensor, nn
 
 from live_synth.constants import HOP, LOG_MEL_MAX, LOG_MEL_MIN, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH
 from live_synth.errors import CheckpointError
-from live_synth.files import one_line, read_safetensors, write_bytes_atomic
+from live_synth.files import check_state, one_line, read_safetensors, write_bytes_atomic
 
 N_BINS = N_FFT // 2 + 1  # 513
 WEIGHTS_FILE = "vocoder.safetensors"
@@ -464,18 +464,8 @@ def load_streaming_vocoder(path: str | os.PathLike) -> StreamingVocoder:
 
 
 def _check_state(model: StreamingVocoder, state: dict[str, Tensor], origin: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise CheckpointError(f"{origin}: missing tensor {missing[0]}{more}")
+    check_state(model.state_dict(), state, lambda key: origin)
     for key, tensor in state.items():
-        if key not in expected:
-            raise CheckpointError(f"{origin}: unexpected tensor {key}")
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"{origin}: tensor {key} has shape {tuple(tensor.shape)}, the config needs {tuple(expected[key].shape)}"
-            )
         if not torch.is_floating_point(tensor) or not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{origin}: tensor {key} is not finite floating point")
 

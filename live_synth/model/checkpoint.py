@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from live_synth.errors import CheckpointError
-from live_synth.files import one_line, read_safetensors, write_bytes_atomic
+from live_synth.files import check_state, one_line, read_safetensors, write_bytes_atomic
 from live_synth.model.config import PRESETS, ModelConfig, preset
 from live_synth.model.network import SpectrogramDiffusion
 
@@ -164,19 +164,7 @@ def _component_weights(folder: Path, component: str) -> tuple[Path, dict[str, Te
 
 def _load_state(model: SpectrogramDiffusion, state: dict[str, Tensor], origin: dict[str, Path]) -> None:
     """Copy `state` into `model`, checking that every key exists and every shape fits."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise CheckpointError(f"{origin.get(missing[0], 'checkpoint')}: missing tensor {missing[0]}"
-                              f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}")
-    for key, tensor in state.items():
-        if key not in expected:
-            raise CheckpointError(f"{origin.get(key, 'checkpoint')}: unexpected tensor {key}")
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"{origin.get(key, 'checkpoint')}: tensor {key} has shape {tuple(tensor.shape)}, "
-                f"the config needs {tuple(expected[key].shape)}"
-            )
+    check_state(model.state_dict(), state, lambda key: origin.get(key, "checkpoint"))
     model.load_state_dict({k: v.float() for k, v in state.items()})
 
 
