@@ -1,7 +1,8 @@
 """ONNX Runtime engine: the graphs of `engines.onnx_export`, run in fp32 on the CPU (or CUDA with onnxruntime-gpu).
 
-The engine keeps the notes encoder's output while a window's tokens do not change (as TorchEngine does), builds the unconditional guidance branch without running a graph (zero keys/values, every key
-masked), and hands the samplers torch tensors so that nothing above the engine knows which back end runs.
+The engine keeps the notes encoder's output while a window's tokens do not change (as TorchEngine does), builds
+the unconditional guidance branch without running a graph (zero keys/values, every key masked), and hands the
+samplers torch tensors so that nothing above the engine knows which back end runs.
 """
 
 from __future__ import annotations

@@ -211,7 +211,8 @@ class TensorRTEngine(Engine):
             else:
                 hidden = self.ctx["notes"].run({"tokens": tokens}, self.stream)["notes_hidden"]
                 self._notes_cache = (key, hidden)
-            feeds = {"notes_hidden": hidden, "notes_mask": tokens > 0, "context": torch.as_tensor(context).to(self.device),
+            feeds = {"notes_hidden": hidden, "notes_mask": tokens > 0,
+                     "context": torch.as_tensor(context).to(self.device),
                      "context_mask": torch.as_tensor(context_mask).to(self.device)}
             if cfg.pianoroll:
                 feeds["roll"] = torch.as_tensor(roll).to(self.device)

@@ -118,7 +118,9 @@ def measure(synth: str, notes: list[ScheduledNote], seconds: float, tag: str, pl
             soundfont: str = DEFAULT_SOUNDFONT, log=print) -> LatencyResult:
     """Start `synth` ('live-synth' or 'fluidsynth'), play `notes` into it from a probe, capture, detect onsets."""
     probe = Probe(f"{tag}-probe", seconds + 5)
-    report_path = Path(tempfile.mkstemp(prefix="live-synth-bench-", suffix=".json")[1])
+    report_path = None
+    if synth == "live-synth":
+        report_path = Path(tempfile.mkstemp(prefix="live-synth-bench-", suffix=".json")[1])
     with probe:
         midi_before, audio_before = _ports(probe.client, midi=True), _ports(probe.client, midi=False)
         if synth == "live-synth":
@@ -172,7 +174,7 @@ def measure(synth: str, notes: list[ScheduledNote], seconds: float, tag: str, pl
             report = json.loads(report_path.read_text())
         except (OSError, ValueError):
             report = {}
-    report_path.unlink(missing_ok=True)
+        report_path.unlink(missing_ok=True)
     frames = [at for at, _ in sent]
     onsets = detect_onsets(probe.audio, frames, probe.rate)
     latencies = [None if o is None else (o - at) / probe.rate * 1e3 for o, at in zip(onsets, frames)]
@@ -186,18 +188,17 @@ def run_latency_bench(n_notes: int, play_args: list[str], out_jsonl: Path, png: 
     """Measure live-synth (and FluidSynth) with the same note schedule; append JSON lines; plot."""
     tag = f"lsb{os.getpid()}"
     spacing, hold = 0.8, 0.35
+    notes = schedule(n_notes, _server_rate(tag), spacing, hold, start_s=0.5, seed=seed)  # one schedule for both
+    seconds = n_notes * spacing + 4.0
     results = []
     for synth in (["live-synth"] + (["fluidsynth"] if with_fluidsynth else [])):
-        probe_rate = _server_rate(tag)
-        notes = schedule(n_notes, probe_rate, spacing, hold, start_s=0.5, seed=seed)
-        seconds = n_notes * spacing + 4.0
         result = measure(synth, notes, seconds, tag, play_args, log=log)
         if synth == "live-synth" and key and key.get("lead_ms"):
             result.reject_below(0.9 * float(key["lead_ms"]))
         results.append(result)
-    rows = []
+    rows, provenance = [], {"revision": revision(), "machine": machine()}
     for result in results:
-        row = {"revision": revision(), "machine": machine(), "rate": result.rate, "period": result.period,
+        row = {**provenance, "rate": result.rate, "period": result.period,
                **(key or {}), **result.stats(), "latencies_ms": [None if x is None else round(x, 3)
                                                                  for x in result.latencies_ms]}
         if result.synth != "live-synth":
