@@ -1,4 +1,4 @@
-"""The FiLM-conditioned T5 decoder that predicts the diffusion noise ε (spec §3.5).
+"""The FiLM-conditioned T5 decoder that predicts the diffusion noise ε (spec §3.5), or v for our own models.
 
 Input: the noisy scaled mel z_t [B, T, 128] and the noise time tau ∈ [0, 1) [B]. The decoder self-attends over the
 target frames (no mask), cross-attends to the concatenated encoder outputs, and is told the noise level through FiLM
@@ -26,6 +26,7 @@ from live_synth.model.layers import (
     permuted_sinusoid_table,
     timestep_embedding,
 )
+from live_synth.sampling.schedules import cosine_alpha_sigma
 
 # The reference masks cross-attention keys with -1e10 (not finfo.min); kept for bit-level parity in fp32.
 CROSS_MASK_VALUE = -1e10
@@ -71,6 +72,7 @@ class FilmDecoder(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.max_noise_time = cfg.max_decoder_noise_time
+        self.prediction = cfg.prediction
         self.time_mlp = nn.Sequential(
             nn.Linear(d, 4 * d, bias=False), nn.SiLU(), nn.Linear(4 * d, 4 * d, bias=False), nn.SiLU()
         )
@@ -79,6 +81,10 @@ class FilmDecoder(nn.Module):
         self.roll_proj = nn.Linear(ROLL_FEATURES, d, bias=False) if cfg.pianoroll else None
         shared = cfg.pianoroll and cfg.roll_pitch_shared
         self.roll_pitch_proj = nn.Linear(2 * N_PITCHES, d, bias=False) if shared else None
+        self.roll_prior = nn.Linear(d, cfg.input_dims) if cfg.roll_prior else None
+        if self.roll_prior is not None:  # starts at "no prior": a warm start from a run without it is unchanged
+            nn.init.zeros_(self.roll_prior.weight)
+            nn.init.zeros_(self.roll_prior.bias)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         self.final_norm = RMSNorm(d)
         self.output_proj = nn.Linear(d, cfg.input_dims, bias=False)
@@ -111,7 +117,19 @@ class FilmDecoder(nn.Module):
         return self.time_mlp(emb.to(self.input_proj.weight.dtype)).unsqueeze(1)
 
     def forward(self, z: Tensor, tau: Tensor, memory: CrossMemory) -> Tensor:
-        """Predicted noise ε [B, T, 128] for noisy frames `z` [B, T, 128] at noise times `tau` [B]."""
+        """Predicted noise ε [B, T, 128] for noisy frames `z` [B, T, 128] at noise times `tau` [B].
+
+        A v-model's ε = sigma z + alpha v is formed in fp32 and returned in fp32: samplers divide by alpha (4.5e-5
+        at tau = 1), so a bf16/fp16 rounding of ε would become an error of ~100 in x̂0.
+        """
+        out = self.predict(z, tau, memory)
+        if self.prediction == "eps":
+            return out
+        alpha, sigma = cosine_alpha_sigma(tau)
+        return sigma[:, None, None] * z.float() + alpha[:, None, None] * out.float()
+
+    def predict(self, z: Tensor, tau: Tensor, memory: CrossMemory) -> Tensor:
+        """The network's own output: ε or v, as `config.prediction` says (what training compares with its target)."""
         cond = self.conditioning(tau)
         y = self.input_proj(z) + self.pos_embed[: z.shape[1]]
         if memory.frame_bias is not None:
@@ -119,4 +137,8 @@ class FilmDecoder(nn.Module):
         y = self.dropout(y)
         for layer, kv in zip(self.layers, memory.kv):
             y = layer(y, cond, kv, memory.bias)
-        return self.output_proj(self.dropout(self.final_norm(y)))
+        out = self.output_proj(self.dropout(self.final_norm(y)))
+        if self.roll_prior is not None:  # v = alpha eps - sigma x0: the roll's linear x0 estimate enters as -sigma x0
+            sigma = cosine_alpha_sigma(tau)[1].to(out.dtype)
+            out = out - sigma[:, None, None] * self.roll_prior(memory.frame_bias)
+        return out

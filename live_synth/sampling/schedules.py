@@ -25,6 +25,12 @@ def alpha_sigma(logsnr: float) -> tuple[float, float]:
     return math.sqrt(1.0 / (1.0 + math.exp(-logsnr))), math.sqrt(1.0 / (1.0 + math.exp(logsnr)))
 
 
+def cosine_alpha_sigma(tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha, sigma of the continuous cosine schedule for a batch of noise times (fp32, elementwise)."""
+    logsnr = -2.0 * torch.log(torch.tan(_A * tau.float() + _B))
+    return torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
+
+
 def squaredcos_cap_v2_alphas_cumprod(num_train_timesteps: int = 1000, max_beta: float = 0.999) -> torch.Tensor:
     """diffusers' Glide cosine table, computed exactly as diffusers does (python floats → float32 → cumprod)."""
 

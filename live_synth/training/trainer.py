@@ -45,7 +45,7 @@ from live_synth.model.config import ModelConfig, preset
 from live_synth.provenance import append_csv_row
 from live_synth.model.network import SpectrogramDiffusion
 from live_synth.render import tokenizer_config
-from live_synth.sampling.schedules import _A, _B
+from live_synth.sampling.schedules import cosine_alpha_sigma
 
 CKPT = "ckpt.pt"
 LOG = "loss.csv"
@@ -67,6 +67,8 @@ class TrainConfig:
     log_every: int = 25
     probe_every: int = 250
     save_every_s: float = 120.0
+    # A new run may start from another run's weights (its ckpt.pt; same shapes), e.g. a v-model from an ε-run.
+    init: str = ""
 
 
 @dataclass
@@ -133,16 +135,11 @@ class WindowSampler:
         return out
 
 
-def cosine_alpha_sigma(tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """alpha, sigma of the continuous cosine schedule (same as live_synth.sampling.schedules), batched."""
-    logsnr = -2.0 * torch.log(torch.tan(_A * tau + _B))
-    return torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
-
-
 def diffusion_loss(model: SpectrogramDiffusion, batch: dict, gen: torch.Generator, keep: torch.Tensor,
                    tau: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                    weighting: str = "eps") -> torch.Tensor:
-    """L1 between true and predicted noise; `keep` [B] bool, False = this example's conditioning is dropped."""
+    """L1 between the true and the predicted ε (or v, for v-models); `keep` [B] bool, False = this example's
+    conditioning is dropped."""
     x0 = batch["target"]
     dev = x0.device
     if tau is None:
@@ -158,13 +155,18 @@ def diffusion_loss(model: SpectrogramDiffusion, batch: dict, gen: torch.Generato
     ctx = ctx * k[:, None, None]
     roll = batch["roll"] * k[:, None, None] if "roll" in batch else None
     memory = model.decoder.memory([(notes, notes_mask & k[:, None]), (ctx, ctx_mask & k[:, None])], roll)
-    eps = model(z, tau, memory)
+    out = model.decoder.predict(z, tau, memory).float()
+    if model.config.prediction == "v":  # L1 on v = the x0 error / sigma: x0-like at high noise, ε-like at low
+        if weighting != "eps":
+            raise LiveSynthError(f"loss weighting {weighting!r} is for ε-models; a v-model trains on plain v")
+        v = alpha[:, None, None] * noise - sigma[:, None, None] * x0
+        return F.l1_loss(out, v)
     if weighting == "eps":
-        return F.l1_loss(eps.float(), noise)
+        return F.l1_loss(out, noise)
     if weighting != "eps-x0":
         raise LiveSynthError(f"unknown loss weighting {weighting!r} (eps, eps-x0)")
     weight = (sigma / alpha).clamp(1.0, 5.0)
-    return ((eps.float() - noise).abs().mean(dim=(1, 2)) * weight).mean()
+    return ((out - noise).abs().mean(dim=(1, 2)) * weight).mean()
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -224,9 +226,19 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
         cfg = TrainConfig(**resume["train_config"])
     torch.manual_seed(cfg.seed)
     model = SpectrogramDiffusion(model_cfg, seed=cfg.seed).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    # The roll prior is a linear regression started at zero: it learns at 10x the rate of the transformer.
+    prior = [p for n, p in model.named_parameters() if n.startswith("decoder.roll_prior.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("decoder.roll_prior.")]
+    groups = [{"params": rest, "lr_scale": 1.0}] + ([{"params": prior, "lr_scale": 10.0}] if prior else [])
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu").manual_seed(cfg.seed)
     step = 0
+    if not resume and cfg.init:
+        state = torch.load(Path(cfg.init), map_location="cpu", weights_only=True)["model"]
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("decoder.roll_prior.") for k in missing):
+            raise LiveSynthError(f"{cfg.init}: weights do not fit this model (missing {missing}, "
+                                 f"unexpected {unexpected})")
     if resume:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
@@ -245,7 +257,7 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
         batch = to_device(data.batch(rng, cfg.batch_size), dev)
         keep = torch.rand(cfg.batch_size, generator=gen, device=gen.device) >= cfg.cfg_dropout
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * group["lr_scale"]
         with autocast:
             loss = diffusion_loss(model, batch, gen, keep, weighting=cfg.loss_weighting)
         opt.zero_grad(set_to_none=True)
