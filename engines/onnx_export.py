@@ -8,7 +8,7 @@ classifier-free guidance) in the decoder:
   memory.onnx   notes_hidden [1, L, d], notes_mask [1, L] bool,
                 context [1, S, 128] (scaled), context_mask [1, S] bool, (roll [1, T, ROLL_FEATURES])
                 → k0, v0, k1, v1, ... [1, H, L + S, d_kv], cross_bias [1, 1, 1, L + S], (frame_bias [1, T, d])
-  denoise.onnx  z [B, T, 128], tau [B], k0, v0, ..., cross_bias, (frame_bias)  → eps [B, T, 128]
+  denoise.onnx  z [B, T, 128], tau [B], k0, v0, ..., cross_bias, (frame_bias)  → eps [B, T, 128] (v for v-models)
 
 Why the token axis stays dynamic: a window holds 20-200 real tokens; padding every window to `max_tokens` (2048 for
 the published model) would cost 4-30x more notes-encoder work and make every decoder step cross-attend to 2048 + S

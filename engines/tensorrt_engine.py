@@ -7,8 +7,9 @@ set_tensor_address), and its tests run only where `import tensorrt` works and a 
 the ONNX it reads (onnxruntime parity against torch fp32) and the build settings as data (`build_plan_settings`).
 
 Precision: fp16 or bf16 for the matrix products; layers of the normalisations (RMSNorm's mean of squares and rsqrt),
-the softmax and the noise-time embedding are pinned to fp32 with OBEY_PRECISION_CONSTRAINTS, as the model's torch
-code computes them. The attention bias stays an fp32 input: -1e10 is not representable in fp16.
+the softmax, the noise-time embedding and the noise schedule of v-models (tan near pi/2) are pinned to fp32 with
+OBEY_PRECISION_CONSTRAINTS, as the model's torch code computes them. The attention bias stays an fp32 input: -1e10
+is not representable in fp16.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from live_synth.model.decoder import CROSS_MASK_VALUE, CrossMemory
 
 PRECISIONS = ("fp16", "bf16", "fp32")
 # ONNX node names (kept by TensorRT as layer names) of the operations that stay in fp32.
-FP32_NAME_PARTS = ("norm", "Softmax", "time_mlp", "Sin", "Cos", "Exp")
+FP32_NAME_PARTS = ("norm", "Softmax", "time_mlp", "Sin", "Cos", "Exp", "noise_level")
 
 
 def _trt():

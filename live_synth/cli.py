@@ -18,7 +18,8 @@ from live_synth import __version__
 from live_synth.errors import LiveSynthError, MidiError
 
 DEFAULT_MODEL = "default"
-FALLBACK_PRESET = "live"  # the shipped model's shape; used with random weights, and said so, until it ships
+FALLBACK_PRESET = "live"  # the shipped model's shape; used with random weights, and said so, if it is missing
+RENDER_STEPS = 8  # sampling steps when neither --steps nor the model's config (default_steps) says
 
 
 def packaged_path(name: str) -> Path:
@@ -87,9 +88,12 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise LiveSynthError("render needs a MIDI file (or --demo)")
     check_output_folder(args.output)
     check_output_folder(args.spectrogram)
-    sampler = make_sampler(args.sampler, args.steps)
+    make_sampler(args.sampler, 1 if args.steps is None else args.steps)  # bad input fails before the model loads
     spec, warning = resolve_model_spec(args.model)
     loaded = load_model(spec, seed=args.seed)
+    if args.steps is None:
+        args.steps = loaded.model.config.default_steps or RENDER_STEPS
+    sampler = make_sampler(args.sampler, args.steps)
     warnings = [warning] if warning else []
     if warning is None and loaded.random_weights:
         warnings.append(f"model '{args.model}' is a preset with RANDOM weights: expect noise, not music")
@@ -267,12 +271,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_output_folder(args.png)
     if len(args.model) > 1 or len(args.engine) > 1 or len(args.steps) > 1 or len(args.hop) > 1:
         raise LiveSynthError("bench latency measures one configuration per run (one --model/--engine/--steps/--hop)")
-    play_args = ["--model", args.model[0], "--engine", args.engine[0], "--steps", str(args.steps[0]),
-                 "--hop", str(args.hop[0]), "--lead-ms", str(args.lead_ms), "--device", args.device,
-                 "--dtype", args.dtype] + (["--vocoder", args.vocoder] if args.vocoder else []) + \
+    play_args = ["--model", args.model[0], "--engine", args.engine[0], "--hop", str(args.hop[0]),
+                 "--lead-ms", str(args.lead_ms), "--device", args.device, "--dtype", args.dtype]
+    play_args += ["--steps", str(args.steps[0])] if args.steps[0] else []
+    play_args += (["--vocoder", args.vocoder] if args.vocoder else []) + \
         (["--threads", str(args.threads)] if args.threads else [])
-    key = {"model": args.model[0], "engine": args.engine[0], "steps": args.steps[0], "hop": args.hop[0],
-           "lead_ms": args.lead_ms}
+    key = {"model": args.model[0], "engine": args.engine[0], "steps": args.steps[0] or "model default",
+           "hop": args.hop[0], "lead_ms": args.lead_ms}
     results = run_latency_bench(args.notes, play_args, out or Path("bench-latency.jsonl"),
                                 Path(args.png) if args.png else None, seed=args.seed,
                                 with_fluidsynth=not args.no_fluidsynth, key=key, log=say)
@@ -293,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--model", default=DEFAULT_MODEL,
                         help="model folder/file, or a preset name (base, small, tiny: random weights)")
     render.add_argument("--sampler", default="dpmpp", help="dpmpp | ddim | ancestral | ddpm (diffusers parity)")
-    render.add_argument("--steps", type=int, default=8, help="sampling steps per segment")
+    render.add_argument("--steps", type=int, help="sampling steps per segment (default: the model's own choice, "
+                        f"else {RENDER_STEPS})")
     render.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (1 = off)")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--vocoder", help="griffin-lim, or a MelGAN .onnx file (default: the model's own)")
@@ -309,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--midi-file", help="play this MIDI file through the live path in real time (demo)")
     play.add_argument("--audio-out", help="output device name or index (see `live-synth devices`)")
     play.add_argument("--model", default=DEFAULT_MODEL)
-    play.add_argument("--steps", type=int, default=4, help="sampling steps per tick (lowered when ticks run late)")
+    play.add_argument("--steps", type=int, help="sampling steps per tick, lowered when ticks run late (default: the "
+                      "model's own choice, else 4)")
     play.add_argument("--hop", type=int, default=16, help="frames committed per tick (20 ms each)")
     play.add_argument("--sampler", default="ddim", help="ddim | dpmpp")
     play.add_argument("--strategy", choices=["continuation", "inpaint"], help="default: by the model's window")
@@ -342,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--engine-dir")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--dtype", default="float32")
-    bench.add_argument("--steps", type=int, nargs="+", default=[4])
+    bench.add_argument("--steps", type=int, nargs="+", default=[0],
+                       help="sampling steps (default 0: each model's own choice, as play uses it)")
     bench.add_argument("--hop", type=int, nargs="+", default=[16])
     bench.add_argument("--lead-ms", type=float, default=250.0, help="latency: live-synth's ring lead")
     bench.add_argument("--vocoder")

@@ -76,16 +76,17 @@ def real_length(tokens: Sequence[int]) -> int:
     return int(nonzero[-1]) + 1 if nonzero.size else 1
 
 
-def guided_eps_fn(engine: Engine, memory, guidance: float):
-    """ε(x, tau), with classifier-free guidance w·ε_cond + (1 − w)·ε_uncond when w ≠ 1."""
+def guided_model_fn(engine: Engine, memory, guidance: float):
+    """The model's prediction (ε or v) at (x, tau), with classifier-free guidance w·cond + (1 − w)·uncond when
+    w ≠ 1 (linear, so the same for either prediction)."""
     if guidance == 1.0:
         return lambda x, tau: engine.denoise(x, tau, memory)
 
-    def eps(x, tau):
+    def guided(x, tau):
         cond, uncond = engine.denoise(x, tau, memory).chunk(2)
         return guidance * cond + (1.0 - guidance) * uncond
 
-    return eps
+    return guided
 
 
 def context_window(history: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,8 +120,8 @@ def render_mel(
         roll = torch.from_numpy(rolls[i])[None] if rolls is not None else None
         memory = engine.encode(ids, scale_features(context, clip=True), mask, roll=roll, guided=guidance != 1.0)
         shape = (1, cfg.target_length, N_MELS)
-        x = sample(sampler, guided_eps_fn(engine, memory, guidance), shape, generator,
-                   device=getattr(engine, "device", "cpu"))
+        x = sample(sampler, guided_model_fn(engine, memory, guidance), shape, generator,
+                   device=getattr(engine, "device", "cpu"), prediction=cfg.prediction)
         history = torch.cat([history, unscale_features(x.float().cpu())[0]])
         if on_segment is not None:
             on_segment(i + 1, len(segments))

@@ -28,13 +28,17 @@ from live_synth.sampling.samplers import make_sampler
 pytest.importorskip("onnxruntime")
 from engines.ort_engine import OnnxEngine  # noqa: E402
 
+# The shipped model's features on a tiny shape: piano roll, pitch-shared projection, v-prediction with a roll prior.
 ROLL_CFG = dataclasses.replace(preset("tiny"), target_length=16, context_length=12, max_tokens=64, pianoroll=True,
-                               roll_pitch_shared=True,
+                               roll_pitch_shared=True, prediction="v", roll_prior=True,
                                num_velocity_bins=16, slakh_programs=False)
 
 
 def model(cfg, seed=0):
-    return SpectrogramDiffusion(cfg, seed=seed).eval()
+    m = SpectrogramDiffusion(cfg, seed=seed).eval()
+    if m.decoder.roll_prior is not None:  # zero at init; parity must see it do something
+        torch.nn.init.normal_(m.decoder.roll_prior.weight, std=0.05, generator=torch.Generator().manual_seed(seed))
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +179,17 @@ def test_engine_errors_are_one_line():
         load_engine("magic", m)
     with pytest.raises(LiveSynthError, match="CUDA graphs need"):
         load_engine("torch", m, cuda_graph=True)
+
+
+def test_the_noise_schedule_of_a_v_model_is_named_nodes_tensorrt_keeps_in_fp32(roll_export):
+    import onnx
+
+    from engines.tensorrt_engine import FP32_NAME_PARTS
+
+    _, folder = roll_export
+    names = [n.name for n in onnx.load(str(folder / "denoise.onnx")).graph.node]
+    assert "noise_level" in FP32_NAME_PARTS
+    assert any("noise_level" in n and "Tan" in n for n in names), ("tan near pi/2 must stay fp32", names[:20])
 
 
 def test_tensorrt_build_settings_cover_every_input_of_the_exported_graphs(roll_export):

@@ -17,7 +17,7 @@ import torch
 from engines.torch_engine import TorchEngine
 from live_synth.errors import LiveSynthError
 from live_synth.model import SpectrogramDiffusion, preset
-from live_synth.render import guided_eps_fn, render_mel
+from live_synth.render import guided_model_fn, render_mel
 from live_synth.sampling.samplers import SAMPLERS, DDPMParitySampler, make_sampler, sample
 from live_synth.sampling.schedules import alpha_sigma, cosine_logsnr
 
@@ -282,6 +282,6 @@ def test_guided_memory_rows_cond_and_uncond(tiny_engine_model):
     assert (eps_a[1] - eps_b[1]).abs().max() <= 1e-6
     assert (eps_a[0] - eps_a[1]).abs().max() > 1e-3
 
-    # guided_eps_fn combines them as w·cond + (1 − w)·uncond.
-    guided = guided_eps_fn(engine, mem_a, 3.0)(z, 0.4)
+    # guided_model_fn combines them as w·cond + (1 − w)·uncond.
+    guided = guided_model_fn(engine, mem_a, 3.0)(z, 0.4)
     assert torch.allclose(guided, 3.0 * eps_a[:1] - 2.0 * eps_a[1:], atol=1e-6)

@@ -128,3 +128,81 @@ def test_pitch_shared_roll_projection_sees_a_pitch_on_any_instrument():
     memory = decoder.memory([(hidden, mask)], rolls)
     assert memory.frame_bias[0, 3].abs().sum() > 0
     torch.testing.assert_close(memory.frame_bias[0], memory.frame_bias[1])
+
+
+V_MODEL = dataclasses.replace(MODEL, roll_pitch_shared=True, prediction="v", roll_prior=True)
+
+
+def test_v_model_samplers_recover_x0_exactly_even_at_pure_noise_and_in_bf16(tmp_path):
+    """Given the exact v, every few-step sampler's first x̂0 = alpha z - sigma v is the clean sample, at tau = 1 too
+    (an ε round trip would divide fp32 rounding by alpha = 4.5e-5) and from a bf16 v; the training loss is 0."""
+    from live_synth.model.network import SpectrogramDiffusion
+    from live_synth.sampling.samplers import make_sampler, sample
+    from live_synth.sampling.schedules import cosine_alpha_sigma
+    from live_synth.training.trainer import diffusion_loss
+
+    batch = WindowSampler(make_dataset(tmp_path / "ds"), V_MODEL).batch(np.random.default_rng(0), 4)
+    x0 = batch["target"]
+    for name in ("ddim", "dpmpp", "ancestral"):
+        for dtype, bound in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+            def exact_v(z, tau):
+                alpha, sigma = (a[:, None, None] for a in cosine_alpha_sigma(torch.full((4,), tau)))
+                noise = (z - alpha * x0) / sigma
+                return (alpha * noise - sigma * x0).to(dtype).float()
+
+            out = sample(make_sampler(name, 1), exact_v, x0.shape, torch.Generator().manual_seed(0), prediction="v")
+            assert (out - x0).abs().max() < bound, (name, dtype)
+    model = SpectrogramDiffusion(V_MODEL).eval()
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    t = torch.full((4,), 0.7)
+    alpha, sigma = (a[:, None, None] for a in cosine_alpha_sigma(t))
+    model.decoder.forward = lambda z, tau, memory: alpha * noise - sigma * x0
+    with torch.no_grad():
+        assert float(diffusion_loss(model, batch, None, torch.ones(4, dtype=torch.bool), t, noise)) < 1e-6
+
+
+def test_ddpm_parity_sampler_refuses_v_models():
+    import pytest
+
+    from live_synth.errors import LiveSynthError
+    from live_synth.sampling.samplers import make_sampler, sample
+
+    with pytest.raises(LiveSynthError, match="ε-models"):
+        sample(make_sampler("ddpm", 2), lambda z, tau: z, (1, 4, 128), None, prediction="v")
+
+
+def test_roll_prior_starts_silent_learns_fastest_and_needs_a_v_model(tmp_path):
+    import pytest
+
+    from live_synth.errors import CheckpointError
+    from live_synth.model.network import SpectrogramDiffusion
+
+    with pytest.raises(CheckpointError, match="roll_prior needs"):
+        dataclasses.replace(MODEL, roll_prior=True)
+    model = SpectrogramDiffusion(V_MODEL)
+    assert model.decoder.roll_prior.weight.abs().sum() == 0 and model.decoder.roll_prior.bias.abs().sum() == 0
+    # A v-run may start from an ε-run's weights: the prior's zeros are the only thing it adds.
+    data = make_dataset(tmp_path / "ds")
+    train(data, tmp_path / "eps", TrainConfig(batch_size=2, log_every=1, probe_every=2), max_steps=2,
+          model_config=dataclasses.replace(MODEL, roll_pitch_shared=True))
+    train(data, tmp_path / "v", TrainConfig(batch_size=2, lr=1e-3, warmup_steps=1, log_every=1, probe_every=2,
+                                            init=str(tmp_path / "eps" / CKPT)), max_steps=3, model_config=V_MODEL)
+    ckpt = torch.load(tmp_path / "v" / CKPT, weights_only=True)
+    assert ckpt["model"]["decoder.roll_prior.weight"].abs().sum() > 0
+    assert [g["lr_scale"] for g in ckpt["optimizer"]["param_groups"]] == [1.0, 10.0]
+
+
+def test_x0_probe_tool_plots_the_three_conditionings(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import x0_probe
+
+    data = make_dataset(tmp_path / "ds")
+    train(data, tmp_path / "run", TrainConfig(batch_size=2, log_every=1, probe_every=2), max_steps=1,
+          model_config=V_MODEL)
+    export(tmp_path / "run", tmp_path / "model")
+    out = tmp_path / "probe.png"
+    assert x0_probe.main(["--model", str(tmp_path / "model"), "--piece", str(data / "train" / "00000.npz"),
+                          "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000 and "notes only" in capsys.readouterr().out
+    assert x0_probe.main(["--model", str(tmp_path / "model"), "--piece", str(tmp_path / "none.npz")]) == 2
+    assert "x0_probe: error" in capsys.readouterr().err

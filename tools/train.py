@@ -28,12 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                         help="autocast dtype for forward passes (weights and optimizer stay fp32)")
     parser.add_argument("--export", type=Path, help="write the run's weights (fp16) to this folder and exit")
+    parser.add_argument("--default-steps", type=int, default=0,
+                        help="with --export: the sampling steps render/play use for this model (from its evaluation)")
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
     args = parser.parse_args(argv)
     try:
         if args.export:
-            print(f"exported {export(args.out, args.export)}")
+            print(f"exported {export(args.out, args.export, default_steps=args.default_steps)}")
             return 0
         cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
         step = train(args.dataset, args.out, cfg, args.minutes, args.max_steps, args.device,

@@ -80,6 +80,7 @@ def measure(model_spec: str, engine_name: str, steps: int, hop: int, device: str
     spec, _ = resolve_model_spec(model_spec)
     loaded = load_model(spec)
     cfg = loaded.model.config
+    steps = steps or cfg.default_steps or 4  # 0: what `play` would use for this model
     params = loaded.model.parameter_counts()["total"] / 1e6
     engine = load_engine(engine_name, loaded.model, device=device, dtype=dtype, root=engine_dir)
     engine.warm_up()

@@ -27,7 +27,7 @@ from live_synth.errors import LiveSynthError
 from live_synth.midi import NoteSequence
 from live_synth.midi.pianoroll import note_arrays, pianoroll
 from live_synth.midi.tokenize import EventIndex
-from live_synth.render import context_window, guided_eps_fn, tokenizer_config
+from live_synth.render import context_window, guided_model_fn, tokenizer_config
 from live_synth.sampling.samplers import make_sampler, sample
 
 STRATEGIES = ("continuation", "inpaint")
@@ -109,8 +109,9 @@ class LiveGenerator:
             keep[0, : self.frame - start] = True
             known = (x0, keep)
         sampler = make_sampler(self.policy.sampler, self.steps)
-        x = sample(sampler, guided_eps_fn(self.engine, memory, self.policy.guidance), (1, window, N_MELS),
-                   self.generator, device=getattr(self.engine, "device", "cpu"), known=known)
+        x = sample(sampler, guided_model_fn(self.engine, memory, self.policy.guidance), (1, window, N_MELS),
+                   self.generator, device=getattr(self.engine, "device", "cpu"), known=known,
+                   prediction=self.engine.config.prediction)
         offset = self.frame - start
         new = unscale_features(x.float().cpu())[0, offset : offset + hop]
         first = self.frame

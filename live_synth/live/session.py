@@ -29,6 +29,9 @@ from pathlib import Path
 from live_synth.errors import LiveSynthError
 
 
+PLAY_STEPS = 4
+
+
 @dataclass(frozen=True)
 class PlaySettings:
     model: str = "default"
@@ -36,7 +39,7 @@ class PlaySettings:
     midi_in: str = "virtual"
     midi_file: str | None = None
     audio_out: str | None = None
-    steps: int = 4
+    steps: int | None = None  # None: the model's default_steps, else PLAY_STEPS
     hop: int = 16
     sampler: str = "ddim"
     strategy: str | None = None  # None: continuation for short-window models, inpaint for 256-frame ones
@@ -104,11 +107,12 @@ class Generation:
         strategy = settings.strategy or ("inpaint" if cfg.target_length >= 256 else "continuation")
         self.engine = load_engine(settings.engine, loaded.model, device=settings.device, dtype=settings.dtype,
                                   root=settings.engine_dir, cuda_graph=settings.cuda_graph)
-        self.generator = LiveGenerator(self.engine, LivePolicy(settings.hop, settings.steps, settings.sampler,
-                                                               strategy), seed=settings.seed)
+        steps = settings.steps if settings.steps is not None else cfg.default_steps or PLAY_STEPS
+        self.generator = LiveGenerator(self.engine, LivePolicy(settings.hop, steps, settings.sampler, strategy),
+                                       seed=settings.seed)
         self.vocoder = streaming_vocoder(load_vocoder(settings.vocoder or loaded.vocoder_path))
         log(f"model {loaded.source} ({strategy}, hop {settings.hop} frames = {settings.hop * 20} ms, "
-            f"{settings.steps} {settings.sampler} steps, engine {settings.engine}), vocoder {self.vocoder.name}")
+            f"{steps} {settings.sampler} steps, engine {settings.engine}), vocoder {self.vocoder.name}")
         self.worker = self.midi = self.recorder = None
         self._last_port_check = 0.0
 

@@ -45,15 +45,18 @@ class ModelConfig:
     # ... and project it also through weights shared by all instrument families (per pitch: onset, active), so that
     # what the model learns about a pitch on one instrument helps every other (dense gradients for each pitch).
     roll_pitch_shared: bool = False
-    # What the decoder's last layer predicts: "eps" (the published model) or "v" = alpha eps - sigma x0 (our models:
-    # at high noise v is -x0, so one step already gives the conditional mean; an ε-model must divide its error by
-    # alpha = 4.5e-5 there, which is why few-step samples of our CPU-trained ε-model were noise). The decoder always
-    # hands samplers and engines ε (converted in fp32), so nothing downstream depends on this.
+    # What the decoder predicts: "eps" (the published model) or "v" = alpha eps - sigma x0 (our models: at high
+    # noise v is -x0, so one step already gives the conditional mean; an ε-model must divide its error by
+    # alpha = 4.5e-5 there, which is why few-step samples of our CPU-trained ε-model were noise). Samplers take
+    # either (`Sampler.prediction`): x̂0 = alpha z - sigma v needs no division, so bf16/fp16 engines stay exact.
     prediction: str = "eps"
     # v-models with a piano roll: a linear x0 estimate from the projected roll, subtracted as -sigma * x0_prior from
     # the predicted v, so the pitch -> mel-bin mapping is a linear regression the optimizer finds in a few hundred
     # steps instead of something the transformer must discover (measured: without it, 2,900 CPU steps gave no pitch).
     roll_prior: bool = False
+    # Sampling steps this model's evaluation chose (0: the tool's own default); `render` and `play` use it when no
+    # --steps is given. The shipped model is best at 1 (MODEL_CARD.md); the published weights want many.
+    default_steps: int = field(default=0, compare=False)
     # Free-form provenance ("random init", "converted from google/music-spectrogram-diffusion", training run, ...).
     description: str = field(default="", compare=False)
 

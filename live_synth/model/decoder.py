@@ -45,6 +45,14 @@ class CrossMemory:
         return CrossMemory([(k.to(dtype), v.to(dtype)) for k, v in self.kv], self.bias.to(dtype), frame)
 
 
+class NoiseLevel(nn.Module):
+    """(alpha, sigma) [B] of the cosine schedule at noise times tau [B], in fp32. A module so that the exported graph
+    names its nodes ("noise_level"): TensorRT keeps them in fp32 (tan near pi/2 overflows in fp16)."""
+
+    def forward(self, tau: Tensor) -> tuple[Tensor, Tensor]:
+        return cosine_alpha_sigma(tau)
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -73,6 +81,7 @@ class FilmDecoder(nn.Module):
         d = cfg.d_model
         self.max_noise_time = cfg.max_decoder_noise_time
         self.prediction = cfg.prediction
+        self.noise_level = NoiseLevel()
         self.time_mlp = nn.Sequential(
             nn.Linear(d, 4 * d, bias=False), nn.SiLU(), nn.Linear(4 * d, 4 * d, bias=False), nn.SiLU()
         )
@@ -117,19 +126,8 @@ class FilmDecoder(nn.Module):
         return self.time_mlp(emb.to(self.input_proj.weight.dtype)).unsqueeze(1)
 
     def forward(self, z: Tensor, tau: Tensor, memory: CrossMemory) -> Tensor:
-        """Predicted noise ε [B, T, 128] for noisy frames `z` [B, T, 128] at noise times `tau` [B].
-
-        A v-model's ε = sigma z + alpha v is formed in fp32 and returned in fp32: samplers divide by alpha (4.5e-5
-        at tau = 1), so a bf16/fp16 rounding of ε would become an error of ~100 in x̂0.
-        """
-        out = self.predict(z, tau, memory)
-        if self.prediction == "eps":
-            return out
-        alpha, sigma = cosine_alpha_sigma(tau)
-        return sigma[:, None, None] * z.float() + alpha[:, None, None] * out.float()
-
-    def predict(self, z: Tensor, tau: Tensor, memory: CrossMemory) -> Tensor:
-        """The network's own output: ε or v, as `config.prediction` says (what training compares with its target)."""
+        """The prediction [B, T, 128] for noisy frames `z` [B, T, 128] at noise times `tau` [B]: the noise ε, or
+        v = alpha ε − sigma x0 for v-models (`config.prediction`; the samplers take either)."""
         cond = self.conditioning(tau)
         y = self.input_proj(z) + self.pos_embed[: z.shape[1]]
         if memory.frame_bias is not None:
@@ -139,6 +137,6 @@ class FilmDecoder(nn.Module):
             y = layer(y, cond, kv, memory.bias)
         out = self.output_proj(self.dropout(self.final_norm(y)))
         if self.roll_prior is not None:  # v = alpha eps - sigma x0: the roll's linear x0 estimate enters as -sigma x0
-            sigma = cosine_alpha_sigma(tau)[1].to(out.dtype)
+            sigma = self.noise_level(tau)[1].to(out.dtype)
             out = out - sigma[:, None, None] * self.roll_prior(memory.frame_bias)
         return out

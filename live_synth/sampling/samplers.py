@@ -3,9 +3,11 @@
 Every sampler has the same small surface (as diffusers' schedulers do: a list of noise times plus a `step`):
     x = sampler.init_noise(shape, generator)
     for i, tau in enumerate(sampler.taus):
-        x = sampler.step(i, x, eps_fn(x, tau), generator)
-`sample()` runs that loop. All samplers predict ε, clip the implied clean sample x̂0 to [-1, 1] (the data range) and,
-where the original does, recompute ε from the clipped x̂0.
+        x = sampler.step(i, x, model_fn(x, tau), generator)
+`sample()` runs that loop. The model's output is ε, or v = alpha ε - sigma x0 for v-models (`Sampler.prediction`,
+which `sample()` sets from the model). All samplers clip the implied clean sample x̂0 to [-1, 1] (the data range) and,
+where the original does, recompute ε from the clipped x̂0. From v, x̂0 = alpha z - sigma v needs no division: exact
+at tau = 1 too, where an ε-model's x̂0 = (z - sigma ε)/alpha divides by alpha = 4.5e-5.
 
 - `ddpm`: diffusers' DDPMScheduler as the published pipeline configures it (squaredcos_cap_v2, fixed_large, clipped
   x̂0, "leading" spacing): bit-compatible random draws, for parity with SpectrogramDiffusionPipeline.
@@ -26,7 +28,8 @@ from torch import Tensor
 from live_synth.errors import LiveSynthError
 from live_synth.sampling.schedules import alpha_sigma, cosine_logsnr, squaredcos_cap_v2_alphas_cumprod
 
-EpsFn = Callable[[Tensor, float], Tensor]
+ModelFn = Callable[[Tensor, float], Tensor]  # (noisy frames, tau) -> the model's prediction (ε or v)
+PREDICTIONS = ("eps", "v")
 
 
 def _randn(shape, generator: torch.Generator | None, like: Tensor | None = None, dtype=torch.float32) -> Tensor:
@@ -41,6 +44,7 @@ class Sampler:
     """Base: noise times `taus` (decreasing, in [0, 1]) at which the model is called, and `step`."""
 
     steps: int
+    prediction: str = "eps"  # what the model function returns: "eps" or "v"
     taus: list[float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,8 +58,16 @@ class Sampler:
     def init_noise(self, shape, generator: torch.Generator | None, device="cpu") -> Tensor:
         return _randn(shape, generator).to(device)
 
-    def step(self, i: int, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
+    def step(self, i: int, x: Tensor, out: Tensor, generator: torch.Generator | None) -> Tensor:
         raise NotImplementedError
+
+    def clipped_x0_eps(self, x: Tensor, out: Tensor, alpha: float, sigma: float) -> tuple[Tensor, Tensor]:
+        """x̂0 clipped to the data range, and ε recomputed from it (ORIG eval_step), from the model output `out`."""
+        if self.prediction == "v":
+            x0 = (alpha * x - sigma * out).clamp(-1.0, 1.0)
+        else:
+            x0 = ((x - sigma * out) / alpha).clamp(-1.0, 1.0)
+        return x0, (x - alpha * x0) / sigma
 
     def level(self, i: int) -> tuple[float, float]:
         """(alpha, sigma) of the sample entering step i; level(steps) = (1, 0), the clean frames."""
@@ -86,6 +98,8 @@ class DDPMParitySampler(Sampler):
         return math.sqrt(a), math.sqrt(1.0 - a)
 
     def step(self, i: int, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
+        if self.prediction != "eps":
+            raise LiveSynthError("the ddpm parity sampler is for ε-models (the published weights); use ddim or dpmpp")
         t = self.timesteps[i]
         one = torch.tensor(1.0)
         a_t = self.alphas_cumprod[t]
@@ -100,22 +114,16 @@ class DDPMParitySampler(Sampler):
         return mean
 
 
-def _clipped_x0_eps(x: Tensor, eps: Tensor, alpha: float, sigma: float) -> tuple[Tensor, Tensor]:
-    """x̂0 clipped to the data range, and ε recomputed from it (ORIG eval_step)."""
-    x0 = ((x - sigma * eps) / alpha).clamp(-1.0, 1.0)
-    return x0, (x - alpha * x0) / sigma
-
-
 @dataclass
 class CosineAncestralSampler(Sampler):
     """The original sampler (spec §4.2): step i = N-1..0 from t = (i+1)/N to s = i/N, "large" variance."""
 
-    def step(self, i: int, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
+    def step(self, i: int, x: Tensor, out: Tensor, generator: torch.Generator | None) -> Tensor:
         n = self.steps
         t, s = (n - i) / n, (n - i - 1) / n
         lt, ls = cosine_logsnr(t), cosine_logsnr(s)
         (a_t, s_t), (a_s, _) = alpha_sigma(lt), alpha_sigma(ls)
-        x0, _ = _clipped_x0_eps(x, eps, a_t, s_t)
+        x0, _ = self.clipped_x0_eps(x, out, a_t, s_t)
         if i == n - 1:
             return x0
         r = math.exp(lt - ls)  # SNR(t) / SNR(s) < 1
@@ -128,9 +136,9 @@ class CosineAncestralSampler(Sampler):
 class DDIMSampler(Sampler):
     """Deterministic DDIM (eta = 0) on the cosine schedule with clipped x̂0; returns x̂0 after the last step."""
 
-    def step(self, i: int, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
+    def step(self, i: int, x: Tensor, out: Tensor, generator: torch.Generator | None) -> Tensor:
         a_t, s_t = alpha_sigma(cosine_logsnr(self.taus[i]))
-        x0, eps = _clipped_x0_eps(x, eps, a_t, s_t)
+        x0, eps = self.clipped_x0_eps(x, out, a_t, s_t)
         if i == self.steps - 1:
             return x0
         a_s, s_s = alpha_sigma(cosine_logsnr(self.taus[i + 1]))
@@ -147,10 +155,10 @@ class DPMSolverPPSampler(Sampler):
         self._prev = None
         return super().init_noise(shape, generator, device)
 
-    def step(self, i: int, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
+    def step(self, i: int, x: Tensor, out: Tensor, generator: torch.Generator | None) -> Tensor:
         lt = cosine_logsnr(self.taus[i])
         a_t, s_t = alpha_sigma(lt)
-        x0, _ = _clipped_x0_eps(x, eps, a_t, s_t)
+        x0, _ = self.clipped_x0_eps(x, out, a_t, s_t)
         if i == self.steps - 1:
             self._prev = None
             return x0
@@ -182,14 +190,18 @@ def make_sampler(name: str, steps: int) -> Sampler:
     return cls(steps=steps)
 
 
-def sample(sampler: Sampler, eps_fn: EpsFn, shape, generator: torch.Generator | None, device="cpu",
-           known: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """Run the sampling loop: pure noise at taus[0] → clean scaled frames.
+def sample(sampler: Sampler, model_fn: ModelFn, shape, generator: torch.Generator | None, device="cpu",
+           known: tuple[Tensor, Tensor] | None = None, prediction: str = "eps") -> Tensor:
+    """Run the sampling loop: pure noise at taus[0] → clean scaled frames. `model_fn` returns ε, or v when
+    `prediction` is "v" (the model config's `prediction`; it is set on the sampler).
 
     `known` = (x0 [B, T, 128], mask [B, T, 1] bool) inpaints: after every step the masked frames are replaced by
     their known clean values noised to the level of the step's output (fixed noise per call), so the generated
     frames are drawn consistent with them (window inpainting, architecture.md strategy 1).
     """
+    if prediction not in PREDICTIONS:
+        raise LiveSynthError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+    sampler.prediction = prediction
     x = sampler.init_noise(shape, generator, device)
     if known is not None:
         x0_known, mask = (t.to(x.device) for t in known)
@@ -201,7 +213,7 @@ def sample(sampler: Sampler, eps_fn: EpsFn, shape, generator: torch.Generator | 
 
         x = pin(x, 0)
     for i, tau in enumerate(sampler.taus):
-        x = sampler.step(i, x, eps_fn(x, tau), generator)
+        x = sampler.step(i, x, model_fn(x, tau), generator)
         if known is not None:
             x = pin(x, i + 1)
     return x

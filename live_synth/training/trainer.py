@@ -67,6 +67,9 @@ class TrainConfig:
     log_every: int = 25
     probe_every: int = 250
     save_every_s: float = 120.0
+    # Fraction of each batch whose noise time is drawn from [0.9, 1) instead of [0, 1): the 1-step sampler asks the
+    # model only at tau = 1, where the best v ignores the input noise; uniform tau puts 2 % of examples above 0.98.
+    high_noise_fraction: float = 0.0
     # A new run may start from another run's weights (its ckpt.pt; same shapes), e.g. a v-model from an ε-run.
     init: str = ""
 
@@ -155,7 +158,7 @@ def diffusion_loss(model: SpectrogramDiffusion, batch: dict, gen: torch.Generato
     ctx = ctx * k[:, None, None]
     roll = batch["roll"] * k[:, None, None] if "roll" in batch else None
     memory = model.decoder.memory([(notes, notes_mask & k[:, None]), (ctx, ctx_mask & k[:, None])], roll)
-    out = model.decoder.predict(z, tau, memory).float()
+    out = model(z, tau, memory).float()
     if model.config.prediction == "v":  # L1 on v = the x0 error / sigma: x0-like at high noise, ε-like at low
         if weighting != "eps":
             raise LiveSynthError(f"loss weighting {weighting!r} is for ε-models; a v-model trains on plain v")
@@ -258,8 +261,11 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
         keep = torch.rand(cfg.batch_size, generator=gen, device=gen.device) >= cfg.cfg_dropout
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg) * group["lr_scale"]
+        tau = torch.rand(cfg.batch_size, generator=gen, device=gen.device).to(dev)
+        high = torch.arange(cfg.batch_size, device=dev) < round(cfg.high_noise_fraction * cfg.batch_size)
+        tau = torch.where(high, 0.9 + 0.1 * tau, tau)
         with autocast:
-            loss = diffusion_loss(model, batch, gen, keep, weighting=cfg.loss_weighting)
+            loss = diffusion_loss(model, batch, gen, keep, tau=tau, weighting=cfg.loss_weighting)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -286,11 +292,13 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
     return step
 
 
-def export(out: Path, target: Path, description: str = "") -> Path:
-    """Write the trained weights from `out/ckpt.pt` as a compact fp16 model folder (what ships in the package)."""
+def export(out: Path, target: Path, description: str = "", default_steps: int = 0) -> Path:
+    """Write the trained weights from `out/ckpt.pt` as a compact fp16 model folder (what ships in the package);
+    `default_steps` records the step count the evaluation chose (ModelConfig.default_steps)."""
     ckpt = torch.load(out / CKPT, map_location="cpu", weights_only=True)
     cfg = ModelConfig.from_dict(json.loads(ckpt["model_config"]))
-    cfg = dataclasses.replace(cfg, description=description or f"trained by live-synth, {ckpt['step']} steps")
+    cfg = dataclasses.replace(cfg, description=description or f"trained by live-synth, {ckpt['step']} steps",
+                              default_steps=default_steps)
     model = SpectrogramDiffusion(cfg)
     model.load_state_dict(ckpt["model"])
     return save_model(model, target, fp16=True)
