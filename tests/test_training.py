@@ -206,3 +206,15 @@ def test_x0_probe_tool_plots_the_three_conditionings(tmp_path, capsys):
     assert out.stat().st_size > 1000 and "notes only" in capsys.readouterr().out
     assert x0_probe.main(["--model", str(tmp_path / "model"), "--piece", str(tmp_path / "none.npz")]) == 2
     assert "x0_probe: error" in capsys.readouterr().err
+
+
+def test_onset_aligned_windows_start_with_a_note_onset_as_live_notes_do(tmp_path):
+    from live_synth.midi.pianoroll import DRUM_OFFSET, ONSET
+
+    cfg = dataclasses.replace(MODEL, roll_pitch_shared=True)
+    ds = make_dataset(tmp_path / "ds")
+    aligned = WindowSampler(ds, cfg, onset_aligned=1.0).batch(np.random.default_rng(0), 16)["roll"]
+    onset_at_0 = aligned[:, 0, :DRUM_OFFSET].reshape(16, -1, 2)[:, :, ONSET].amax(dim=1) > 0
+    assert bool(onset_at_0.all())
+    plain = WindowSampler(ds, cfg).batch(np.random.default_rng(0), 16)["roll"]
+    assert not bool((plain[:, 0, :DRUM_OFFSET].reshape(16, -1, 2)[:, :, ONSET].amax(dim=1) > 0).all())

@@ -70,6 +70,9 @@ class TrainConfig:
     # Fraction of each batch whose noise time is drawn from [0.9, 1) instead of [0, 1): the 1-step sampler asks the
     # model only at tau = 1, where the best v ignores the input noise; uniform tau puts 2 % of examples above 0.98.
     high_noise_fraction: float = 0.0
+    # Fraction of windows that start exactly at a note's onset. Live, every new note is stamped at the committed end,
+    # so it starts at the first frame of its window, right after context; random windows rarely show that case.
+    onset_aligned_fraction: float = 0.0
     # A new run may start from another run's weights (its ckpt.pt; same shapes), e.g. a v-model from an ε-run.
     init: str = ""
 
@@ -94,11 +97,12 @@ def read_train_piece(path: Path, model_cfg: ModelConfig) -> Piece:
 class WindowSampler:
     """Random training windows from `DATASET/train/*.npz` (the held-out split is never opened)."""
 
-    def __init__(self, dataset: Path, model_cfg: ModelConfig):
+    def __init__(self, dataset: Path, model_cfg: ModelConfig, onset_aligned: float = 0.0):
         files = sorted((Path(dataset) / "train").glob("*.npz"))
         if not files:
             raise LiveSynthError(f"{dataset}: no training pieces in {Path(dataset) / 'train'}")
         self.cfg = model_cfg
+        self.onset_aligned = onset_aligned
         self.pieces = [read_train_piece(f, model_cfg) for f in files]
         lengths = np.array([max(len(p.mel) - 1, 1) for p in self.pieces], np.float64)
         self.weights = lengths / lengths.sum()  # every frame equally likely
@@ -114,6 +118,8 @@ class WindowSampler:
         for b, k in enumerate(rng.choice(len(self.pieces), size=size, p=self.weights)):
             piece = self.pieces[k]
             t0 = int(rng.integers(0, max(len(piece.mel) - L // 2, 1)))
+            if len(piece.notes) and rng.random() < self.onset_aligned:  # the live case: a note starts at frame 0
+                t0 = int(min(piece.notes[rng.integers(len(piece.notes)), 0], max(len(piece.mel) - L // 2, 0)))
             chunk = piece.mel[t0 : t0 + L]
             target[b, : len(chunk)] = chunk
             c = min(int(rng.integers(0, S + 1)), t0)
@@ -247,7 +253,7 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
         opt.load_state_dict(resume["optimizer"])
         step = resume["step"]
         gen.set_state(resume["torch_rng"])
-    data = WindowSampler(dataset, model_cfg)
+    data = WindowSampler(dataset, model_cfg, cfg.onset_aligned_fraction)
     rng = np.random.default_rng([cfg.seed, step])
     probe_batch = to_device(data.batch(np.random.default_rng([cfg.seed, 10**9]), min(cfg.batch_size, 64)), dev)
     if precision not in ("bf16", "fp32"):
