@@ -91,8 +91,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     make_sampler(args.sampler, 1 if args.steps is None else args.steps)  # bad input fails before the model loads
     spec, warning = resolve_model_spec(args.model)
     loaded = load_model(spec, seed=args.seed)
-    if args.steps is None:
-        args.steps = loaded.model.config.default_steps or RENDER_STEPS
+    args.steps = loaded.model.config.sampling_steps(args.steps, RENDER_STEPS)
     sampler = make_sampler(args.sampler, args.steps)
     warnings = [warning] if warning else []
     if warning is None and loaded.random_weights:

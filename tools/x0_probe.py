@@ -29,6 +29,7 @@ from live_synth.cli import resolve_model_spec  # noqa: E402
 from live_synth.errors import LiveSynthError  # noqa: E402
 from live_synth.midi.pianoroll import pianoroll  # noqa: E402
 from live_synth.model import load_model  # noqa: E402
+from live_synth.sampling.samplers import DDIMSampler  # noqa: E402
 from live_synth.sampling.schedules import cosine_alpha_sigma  # noqa: E402
 from live_synth.training.trainer import read_train_piece  # noqa: E402
 
@@ -43,6 +44,7 @@ def x0_rows(model, piece, tau: float, seed: int = 0) -> dict[str, np.ndarray]:
         raise LiveSynthError("x0_probe needs one of our own models (with a piano roll)")
     length, gen = cfg.target_length, torch.Generator().manual_seed(seed)
     tau_t = torch.tensor([tau])
+    x0_rule = DDIMSampler(1, prediction=cfg.prediction)  # x̂0 from ε or v exactly as sampling computes it
     alpha, sigma = cosine_alpha_sigma(tau_t)
     rows: dict[str, list] = {"reference": []} | {name: [] for name in ROWS}
     scaled = scale_features(torch.from_numpy(piece.mel.astype(np.float32)), clip=True)
@@ -59,8 +61,7 @@ def x0_rows(model, piece, tau: float, seed: int = 0) -> dict[str, np.ndarray]:
                            ("notes only", (tokens, context * 0, mask & False, roll)),
                            ("nothing", (tokens * 0, context * 0, mask & False, roll * 0))):
             out = model(z, tau_t, model.encode(*args))
-            x0_hat = alpha * z - sigma * out if cfg.prediction == "v" else (z - sigma * out) / alpha
-            rows[name].append(x0_hat.clamp(-1, 1)[0])
+            rows[name].append(x0_rule.clipped_x0_eps(z, out, alpha, sigma)[0][0])
         rows["reference"].append(x0[0])
     if not rows["reference"]:
         raise LiveSynthError(f"the piece is shorter than one {length}-frame window")

@@ -71,6 +71,7 @@ def measure(model_spec: str, engine_name: str, steps: int, hop: int, device: str
     from live_synth.audio import load_vocoder
     from live_synth.cli import load_song, packaged_path, resolve_model_spec
     from live_synth.live.generator import LiveGenerator, LivePolicy
+    from live_synth.live.session import PLAY_STEPS
     from live_synth.live.vocode import streaming_vocoder
     from live_synth.midi import Note, NoteSequence
     from live_synth.model import load_model
@@ -80,7 +81,7 @@ def measure(model_spec: str, engine_name: str, steps: int, hop: int, device: str
     spec, _ = resolve_model_spec(model_spec)
     loaded = load_model(spec)
     cfg = loaded.model.config
-    steps = steps or cfg.default_steps or 4  # 0: what `play` would use for this model
+    steps = cfg.sampling_steps(steps or None, PLAY_STEPS)  # 0: what `play` would use for this model
     params = loaded.model.parameter_counts()["total"] / 1e6
     engine = load_engine(engine_name, loaded.model, device=device, dtype=dtype, root=engine_dir)
     engine.warm_up()

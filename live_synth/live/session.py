@@ -107,7 +107,7 @@ class Generation:
         strategy = settings.strategy or ("inpaint" if cfg.target_length >= 256 else "continuation")
         self.engine = load_engine(settings.engine, loaded.model, device=settings.device, dtype=settings.dtype,
                                   root=settings.engine_dir, cuda_graph=settings.cuda_graph)
-        steps = settings.steps if settings.steps is not None else cfg.default_steps or PLAY_STEPS
+        steps = cfg.sampling_steps(settings.steps, PLAY_STEPS)
         self.generator = LiveGenerator(self.engine, LivePolicy(settings.hop, steps, settings.sampler, strategy),
                                        seed=settings.seed)
         self.vocoder = streaming_vocoder(load_vocoder(settings.vocoder or loaded.vocoder_path))

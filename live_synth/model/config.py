@@ -66,6 +66,10 @@ class ModelConfig:
         if self.roll_prior and not (self.pianoroll and self.prediction == "v"):
             raise CheckpointError("model config: roll_prior needs pianoroll and prediction 'v'")
 
+    def sampling_steps(self, requested: int | None, fallback: int) -> int:
+        """The step count to sample with: the one asked for, else this model's `default_steps`, else `fallback`."""
+        return requested if requested is not None else self.default_steps or fallback
+
     @property
     def inner_dim(self) -> int:
         return self.num_heads * self.d_kv

@@ -80,7 +80,6 @@ class FilmDecoder(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.max_noise_time = cfg.max_decoder_noise_time
-        self.prediction = cfg.prediction
         self.noise_level = NoiseLevel()
         self.time_mlp = nn.Sequential(
             nn.Linear(d, 4 * d, bias=False), nn.SiLU(), nn.Linear(4 * d, 4 * d, bias=False), nn.SiLU()

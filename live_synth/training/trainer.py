@@ -48,6 +48,7 @@ from live_synth.render import tokenizer_config
 from live_synth.sampling.schedules import cosine_alpha_sigma
 
 CKPT = "ckpt.pt"
+PRIOR = "decoder.roll_prior."  # parameter-name prefix of the roll prior (own learning rate; may be new on --init)
 LOG = "loss.csv"
 
 
@@ -117,9 +118,10 @@ class WindowSampler:
         token_lists = []
         for b, k in enumerate(rng.choice(len(self.pieces), size=size, p=self.weights)):
             piece = self.pieces[k]
-            t0 = int(rng.integers(0, max(len(piece.mel) - L // 2, 1)))
+            starts = max(len(piece.mel) - L // 2, 1)  # window starts 0 .. starts - 1
+            t0 = int(rng.integers(0, starts))
             if len(piece.notes) and rng.random() < self.onset_aligned:  # the live case: a note starts at frame 0
-                t0 = int(min(piece.notes[rng.integers(len(piece.notes)), 0], max(len(piece.mel) - L // 2, 0)))
+                t0 = int(min(piece.notes[rng.integers(len(piece.notes)), 0], starts - 1))
             chunk = piece.mel[t0 : t0 + L]
             target[b, : len(chunk)] = chunk
             c = min(int(rng.integers(0, S + 1)), t0)
@@ -236,8 +238,8 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
     torch.manual_seed(cfg.seed)
     model = SpectrogramDiffusion(model_cfg, seed=cfg.seed).to(dev)
     # The roll prior is a linear regression started at zero: it learns at 10x the rate of the transformer.
-    prior = [p for n, p in model.named_parameters() if n.startswith("decoder.roll_prior.")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("decoder.roll_prior.")]
+    prior = [p for n, p in model.named_parameters() if n.startswith(PRIOR)]
+    rest = [p for n, p in model.named_parameters() if not n.startswith(PRIOR)]
     groups = [{"params": rest, "lr_scale": 1.0}] + ([{"params": prior, "lr_scale": 10.0}] if prior else [])
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu").manual_seed(cfg.seed)
@@ -245,7 +247,7 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
     if not resume and cfg.init:
         state = torch.load(Path(cfg.init), map_location="cpu", weights_only=True)["model"]
         missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or any(not k.startswith("decoder.roll_prior.") for k in missing):
+        if unexpected or any(not k.startswith(PRIOR) for k in missing):
             raise LiveSynthError(f"{cfg.init}: weights do not fit this model (missing {missing}, "
                                  f"unexpected {unexpected})")
     if resume:
