@@ -218,3 +218,51 @@ def test_onset_aligned_windows_start_with_a_note_onset_as_live_notes_do(tmp_path
     assert bool(onset_at_0.all())
     plain = WindowSampler(ds, cfg).batch(np.random.default_rng(0), 16)["roll"]
     assert not bool((plain[:, 0, :DRUM_OFFSET].reshape(16, -1, 2)[:, :, ONSET].amax(dim=1) > 0).all())
+
+
+def test_rollout_context_is_what_the_live_generator_commits(tmp_path):
+    """A rollout example's context is made exactly as `play` makes it: same windows, notes, context and noise give
+    the frames LiveGenerator commits tick by tick."""
+    from engines.torch_engine import TorchEngine
+    from live_synth.audio.features import scale_features
+    from live_synth.live.generator import LiveGenerator, LivePolicy
+    from live_synth.model.network import SpectrogramDiffusion
+    from live_synth.training.trainer import read_shard, rollout_context
+
+    ds = make_dataset(tmp_path / "ds")
+    data = WindowSampler(ds, V_MODEL, rollout=1.0, rollout_hop=5)  # 16 frames: windows keep 5, 5, 5, 1
+    rng = np.random.default_rng(3)
+    while True:
+        batch = data.batch(rng, 1)
+        if data.pending and data.pending[0].span == 16 and len(data.pending[0].history):
+            break
+    job = data.pending[0]
+    assert len(job.tokens) == 4 and batch["mask"].sum() == 0, "the context is left to the rollout"
+    model = SpectrogramDiffusion(V_MODEL, seed=0)
+    with torch.no_grad():
+        model.decoder.roll_prior.weight.normal_(0, 0.05)  # a prior that speaks, so the roll matters
+    rollout_context(model, data.pending, batch, 1, torch.Generator().manual_seed(7), torch.device("cpu"))
+    assert model.training, "training mode is restored"
+    assert batch["mask"].all()
+
+    live = LiveGenerator(TorchEngine(model), LivePolicy(hop=5, steps=1, sampler="ddim"), seed=7)
+    live.committed = torch.from_numpy(job.history)
+    live.dropped = job.frame - job.span - len(job.history)
+    _, notes = read_shard(sorted((ds / "train").glob("*.npz"))[job.piece])
+    live.policy = LivePolicy(hop=5, steps=1, sampler="ddim")
+    ticks = [live.tick(notes)[0] for _ in range(3)]
+    live.policy = LivePolicy(hop=1, steps=1, sampler="ddim")
+    ticks.append(live.tick(notes)[0])
+    expected = scale_features(torch.from_numpy(np.concatenate(ticks)), clip=True)
+    assert expected.shape == (16, 128)
+    torch.testing.assert_close(batch["context"][0], expected, atol=1e-4, rtol=0)
+    assert float(expected.std()) > 0.01
+
+
+def test_training_with_rollout_contexts_runs_and_resumes(tmp_path):
+    ds, run = make_dataset(tmp_path / "ds"), tmp_path / "run"
+    cfg = TrainConfig(batch_size=4, warmup_steps=2, log_every=1, probe_every=100, rollout_fraction=0.5,
+                      rollout_hop=4, high_noise_fraction=0.5)
+    assert train(ds, run, cfg, minutes=2, max_steps=3, model_config=V_MODEL) == 3
+    assert train(ds, run, TrainConfig(), minutes=2, max_steps=4) == 4  # resumed: the run's own config
+    assert torch.load(run / CKPT, weights_only=True)["train_config"]["rollout_fraction"] == 0.5

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from live_synth.audio.features import scale_features
+from live_synth.audio.features import scale_features, unscale_features
 from live_synth.constants import LOG_MEL_MIN, N_MELS
 from live_synth.errors import LiveSynthError
 from live_synth.midi import Note, NoteSequence
@@ -44,7 +44,7 @@ from live_synth.model.checkpoint import save_model
 from live_synth.model.config import ModelConfig, preset
 from live_synth.provenance import append_csv_row
 from live_synth.model.network import SpectrogramDiffusion
-from live_synth.render import tokenizer_config
+from live_synth.render import context_window, tokenizer_config
 from live_synth.sampling.schedules import cosine_alpha_sigma
 
 CKPT = "ckpt.pt"
@@ -74,8 +74,30 @@ class TrainConfig:
     # Fraction of windows that start exactly at a note's onset. Live, every new note is stamped at the committed end,
     # so it starts at the first frame of its window, right after context; random windows rarely show that case.
     onset_aligned_fraction: float = 0.0
+    # Fraction of examples whose context is the model's own output, made as the live engine makes it: the context
+    # span is generated window by window (`rollout_hop` frames committed per window, `rollout_steps` sampling
+    # steps, each window's context the frames committed before it). Live, every tick's context is what the model
+    # made, not the recording; trained only on recordings, the model copies the level of its own blurred output
+    # and held notes fade tick by tick (MODEL_CARD.md, "live behaviour").
+    rollout_fraction: float = 0.0
+    rollout_hop: int = 16
+    rollout_steps: int = 1
     # A new run may start from another run's weights (its ckpt.pt; same shapes), e.g. a v-model from an ε-run.
     init: str = ""
+
+
+@dataclass
+class Rollout:
+    """What generating an example's context needs: the recorded frames before the generated span (unscaled log-mel,
+    up to `context_length`), and per window of the span its start frame's tokens and piano roll."""
+    index: int  # the example in the batch
+    piece: int
+    frame: int  # the example's first target frame (the generated span ends here)
+    history: np.ndarray  # [H, 128]
+    span: int  # frames to generate (the context the example will get)
+    hop: int  # frames kept per generated window
+    tokens: list[np.ndarray]
+    rolls: list[np.ndarray]
 
 
 @dataclass
@@ -85,25 +107,33 @@ class Piece:
     notes: np.ndarray  # note_arrays(...) for the piano roll
 
 
-def read_train_piece(path: Path, model_cfg: ModelConfig) -> Piece:
-    """One training piece from a dataset shard (keys: mel, notes [K, 5] start/end/pitch/velocity/program, is_drum)."""
+def read_shard(path: Path) -> tuple[np.ndarray, NoteSequence]:
+    """A dataset shard's mel [T, 128] float16 and notes (keys: mel, notes [K, 5] start/end/pitch/velocity/program,
+    is_drum)."""
     with np.load(path, allow_pickle=False) as data:
         mel, raw, drums = data["mel"], data["notes"], data["is_drum"]
     notes = [Note(pitch=int(p), velocity=int(v), start=float(s), end=float(e), program=int(g), is_drum=bool(d))
              for (s, e, p, v, g), d in zip(raw, drums)]
-    ns = NoteSequence.from_notes(notes)
+    return mel, NoteSequence.from_notes(notes)
+
+
+def read_train_piece(path: Path, model_cfg: ModelConfig) -> Piece:
+    mel, ns = read_shard(path)
     return Piece(mel, EventIndex(ns, tokenizer_config(model_cfg)), note_arrays(ns))
 
 
 class WindowSampler:
     """Random training windows from `DATASET/train/*.npz` (the held-out split is never opened)."""
 
-    def __init__(self, dataset: Path, model_cfg: ModelConfig, onset_aligned: float = 0.0):
+    def __init__(self, dataset: Path, model_cfg: ModelConfig, onset_aligned: float = 0.0, rollout: float = 0.0,
+                 rollout_hop: int = 16):
         files = sorted((Path(dataset) / "train").glob("*.npz"))
         if not files:
             raise LiveSynthError(f"{dataset}: no training pieces in {Path(dataset) / 'train'}")
         self.cfg = model_cfg
         self.onset_aligned = onset_aligned
+        self.rollout, self.rollout_hop = rollout, rollout_hop
+        self.pending: list[Rollout] = []  # the last batch's examples whose context the model must generate
         self.pieces = [read_train_piece(f, model_cfg) for f in files]
         lengths = np.array([max(len(p.mel) - 1, 1) for p in self.pieces], np.float64)
         self.weights = lengths / lengths.sum()  # every frame equally likely
@@ -116,6 +146,7 @@ class WindowSampler:
         mask = np.zeros((size, S), bool)
         rolls = np.zeros((size, L, ROLL_FEATURES if cfg.pianoroll else 0), np.float32)
         token_lists = []
+        self.pending = []
         for b, k in enumerate(rng.choice(len(self.pieces), size=size, p=self.weights)):
             piece = self.pieces[k]
             starts = max(len(piece.mel) - L // 2, 1)  # window starts 0 .. starts - 1
@@ -125,6 +156,14 @@ class WindowSampler:
             chunk = piece.mel[t0 : t0 + L]
             target[b, : len(chunk)] = chunk
             c = min(int(rng.integers(0, S + 1)), t0)
+            if self.rollout and t0 and rng.random() < self.rollout:  # live: always the last S frames, generated
+                span = min(S, t0)
+                starts_ = range(t0 - span, t0, self.rollout_hop)
+                history = piece.mel[max(t0 - span - S, 0) : t0 - span].astype(np.float32)
+                self.pending.append(Rollout(b, int(k), t0, history, span, self.rollout_hop,
+                                            [piece.index.window(s, L)[0] for s in starts_],
+                                            [pianoroll(piece.notes, s, L) for s in starts_] if cfg.pianoroll else []))
+                c = 0  # filled in by rollout_context
             if c:
                 context[b, :c] = piece.mel[t0 - c : t0]
                 mask[b, :c] = True
@@ -144,6 +183,53 @@ class WindowSampler:
         if cfg.pianoroll:
             out["roll"] = torch.from_numpy(rolls)
         return out
+
+
+@torch.no_grad()
+def rollout_context(model: SpectrogramDiffusion, pending: list[Rollout], batch: dict, steps: int,
+                    gen: torch.Generator, device: torch.device) -> None:
+    """Fill the context of the `pending` examples of `batch` with frames the model generates as LiveGenerator does
+    (continuation: window at the next frame, the last `context_length` frames as context, `hop` frames kept), all
+    pending examples batched together window by window. Eval mode (no dropout), as at inference."""
+    if not pending:
+        return
+    from live_synth.sampling.samplers import make_sampler, sample
+
+    cfg = model.config
+    L, S = cfg.target_length, cfg.context_length
+    was_training = model.training
+    model.eval()
+    made = [torch.from_numpy(r.history) for r in pending]  # recorded history, then the generated frames
+    for j in range(max(len(r.tokens) for r in pending)):
+        live = [i for i, r in enumerate(pending) if j < len(r.tokens)]
+        windows = [context_window(made[i], S) for i in live]
+        context = scale_features(torch.cat([c for c, _ in windows]), clip=True).to(device)
+        mask = torch.cat([m for _, m in windows]).to(device)
+        width = max(len(pending[i].tokens[j]) for i in live)
+        tokens = torch.zeros(len(live), width, dtype=torch.int64)
+        for row, i in enumerate(live):
+            tokens[row, : len(pending[i].tokens[j])] = torch.from_numpy(np.asarray(pending[i].tokens[j]))
+        notes = model.notes_encoder(tokens.to(device))
+        ctx = model.context_encoder(context, mask)
+        roll = (torch.from_numpy(np.stack([pending[i].rolls[j] for i in live])).to(device) if cfg.pianoroll
+                else None)
+        memory = model.decoder.memory([notes, ctx], roll)
+
+        def model_fn(x, tau):
+            return model(x, torch.full((x.shape[0],), tau, device=device), memory).float()
+
+        x = sample(make_sampler("ddim", steps), model_fn, (len(live), L, N_MELS), gen, device=device,
+                   prediction=cfg.prediction)
+        frames = unscale_features(x.float().cpu())
+        for row, i in enumerate(live):
+            r = pending[i]
+            keep = min(r.hop, r.span - j * r.hop)
+            made[i] = torch.cat([made[i], frames[row, :keep]])
+    for r, m in zip(pending, made):
+        batch["context"][r.index, : r.span] = scale_features(m[-r.span :].to(device), clip=True)
+        batch["mask"][r.index] = False
+        batch["mask"][r.index, : r.span] = True
+    model.train(was_training)
 
 
 def diffusion_loss(model: SpectrogramDiffusion, batch: dict, gen: torch.Generator, keep: torch.Tensor,
@@ -255,8 +341,9 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
         opt.load_state_dict(resume["optimizer"])
         step = resume["step"]
         gen.set_state(resume["torch_rng"])
-    data = WindowSampler(dataset, model_cfg, cfg.onset_aligned_fraction)
+    data = WindowSampler(dataset, model_cfg, cfg.onset_aligned_fraction, cfg.rollout_fraction, cfg.rollout_hop)
     rng = np.random.default_rng([cfg.seed, step])
+    # The probe batch keeps its recorded contexts (its pending rollouts are not generated): fixed across the run.
     probe_batch = to_device(data.batch(np.random.default_rng([cfg.seed, 10**9]), min(cfg.batch_size, 64)), dev)
     if precision not in ("bf16", "fp32"):
         raise LiveSynthError(f"precision must be bf16 or fp32, not {precision!r}")
@@ -266,6 +353,8 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
     deadline = start + minutes * 60
     while time.monotonic() < deadline and (max_steps is None or step < max_steps):
         batch = to_device(data.batch(rng, cfg.batch_size), dev)
+        with autocast:
+            rollout_context(model, data.pending, batch, cfg.rollout_steps, gen, dev)
         keep = torch.rand(cfg.batch_size, generator=gen, device=gen.device) >= cfg.cfg_dropout
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg) * group["lr_scale"]
