@@ -82,3 +82,26 @@ def test_bad_policy_is_a_one_line_error():
         LiveGenerator(TorchEngine(model()), LivePolicy(hop=17))
     with pytest.raises(LiveSynthError, match="strategy"):
         LiveGenerator(TorchEngine(model()), LivePolicy(strategy="magic"))
+
+
+def test_live_level_tool_runs_the_worker_on_a_virtual_clock(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    from live_synth.model.checkpoint import save_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import live_level
+
+    save_model(model(dataclasses.replace(CFG, prediction="v", roll_prior=True, roll_pitch_shared=True)),
+               tmp_path / "m")
+    png = tmp_path / "levels.png"
+    assert live_level.main(["--model", str(tmp_path / "m"), "--hops", "16", "4", "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    runs = [line.split() for line in out.splitlines() if line.startswith("m ")]
+    assert [r[1] for r in runs] == ["offline", "live", "live"] and [r[3] for r in runs[1:]] == ["16", "4"]
+    assert runs[0][-3:] == ["1.00", "1.00", "1.00"]
+    assert all(float(v) > 0 for r in runs for v in r[-6:-3]), "every run made sound"
+    assert png.stat().st_size > 5000
+    assert live_level.main(["--model", str(tmp_path / "missing")]) == 2
+    assert "live_level: error" in capsys.readouterr().err
