@@ -129,20 +129,27 @@ def _envelope(x: np.ndarray, block: int, smooth: int) -> np.ndarray:
 
 def detect_onsets(audio: np.ndarray, note_frames: list[int], rate: int, max_latency_s: float = 1.0,
                   block_s: float = 0.0005, smooth_s: float = 0.0025, rise: float = 0.1,
-                  min_peak_ratio: float = 4.0) -> list[int | None]:
+                  min_peak_ratio: float = 4.0, earliest_s: float = 0.0, hold_s: float = 0.01) -> list[int | None]:
     """First frame after each note-on where the envelope (0.5 ms block RMS, smoothed over 2.5 ms) rises `rise` of
-    the way from the level just before the note (median over 50 ms) to the note's peak (within `max_latency_s`);
-    None when the peak is not at least `min_peak_ratio` times that level (no clear onset: counted as missed).
+    the way from the level just before the note (median over 50 ms) to the note's peak (within `max_latency_s`)
+    and stays there for `hold_s` (a click is not a note); None when the peak is not at least `min_peak_ratio`
+    times that level (no clear onset: counted as missed).
     The smoothed envelope decides whether and roughly where; the first unsmoothed block over the threshold near
-    there is the onset (resolution: one block, 0.5 ms)."""
+    there is the onset (resolution: one block, 0.5 ms).
+
+    `earliest_s`: no answer can be heard sooner (a synthesizer with `earliest_s` of audio already queued ahead of
+    the note, as live-synth's ring lead): the search and the level "just before" start there, so the synth's own
+    sound in between (the previous note, a noise floor) is not taken for the note's onset."""
     block = max(1, int(block_s * rate))
     smooth = max(1, int(round(smooth_s / block_s)))
-    pre = int(0.05 * rate)
+    pre, delay = int(0.05 * rate), int(earliest_s * rate)
+    hold = max(1, int(round(hold_s / block_s)))
     out: list[int | None] = []
-    for k, on in enumerate(note_frames):
-        stop = min(len(audio), on + int(max_latency_s * rate))
+    for k, note_on in enumerate(note_frames):
+        on = note_on + delay
+        stop = min(len(audio), note_on + int(max_latency_s * rate))
         if k + 1 < len(note_frames):
-            stop = min(stop, note_frames[k + 1])
+            stop = min(stop, note_frames[k + 1] + delay)
         if on - pre < 0 or stop - on < smooth * block:
             out.append(None)
             continue
@@ -154,7 +161,13 @@ def detect_onsets(audio: np.ndarray, note_frames: list[int], rate: int, max_late
             out.append(None)
             continue
         threshold = level + rise * (peak - level)
-        rough = int(np.argmax(after >= threshold))
+        above = after >= threshold
+        held = (np.lib.stride_tricks.sliding_window_view(above, min(hold, len(above))).all(axis=1)
+                if len(above) else above)
+        if not held.any():
+            out.append(None)
+            continue
+        rough = int(np.argmax(held))
         # The centred smoothing rises up to half its width early; refine on the unsmoothed blocks.
         raw = _envelope(audio[on : stop], block, 1)
         lo = max(0, rough - smooth)
