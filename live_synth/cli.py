@@ -16,6 +16,7 @@ from pathlib import Path
 
 from live_synth import __version__
 from live_synth.errors import LiveSynthError, MidiError
+from live_synth.live.session import PlaySettings
 
 DEFAULT_MODEL = "default"
 FALLBACK_PRESET = "live"  # the shipped model's shape; used with random weights, and said so, if it is missing
@@ -158,7 +159,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from live_synth.live.session import LiveSession, PlaySettings
+    from live_synth.live.session import LiveSession
 
     if args.record:
         check_output_folder(args.record)
@@ -316,10 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--model", default=DEFAULT_MODEL)
     play.add_argument("--steps", type=int, help="sampling steps per tick, lowered when ticks run late (default: the "
                       "model's own choice, else 4)")
-    play.add_argument("--hop", type=int, default=16, help="frames committed per tick (20 ms each)")
+    play.add_argument("--hop", type=int, default=PlaySettings.hop, help="frames committed per tick (20 ms each)")
     play.add_argument("--sampler", default="ddim", help="ddim | dpmpp")
     play.add_argument("--strategy", choices=["continuation", "inpaint"], help="default: by the model's window")
-    play.add_argument("--lead-ms", type=float, default=250.0, help="audio kept generated ahead of the playhead")
+    play.add_argument("--lead-ms", type=float, default=PlaySettings.lead_ms,
+                      help="audio kept generated ahead of the playhead")
     play.add_argument("--vocoder", help="griffin-lim, or a neural vocoder folder (default: the model's own)")
     play.add_argument("--record", help="also write what was played to this WAV file")
     play.add_argument("--seed", type=int, default=0)
@@ -350,8 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", default="float32")
     bench.add_argument("--steps", type=int, nargs="+", default=[0],
                        help="sampling steps (default 0: each model's own choice, as play uses it)")
-    bench.add_argument("--hop", type=int, nargs="+", default=[16])
-    bench.add_argument("--lead-ms", type=float, default=250.0, help="latency: live-synth's ring lead")
+    bench.add_argument("--hop", type=int, nargs="+", default=[PlaySettings.hop])
+    bench.add_argument("--lead-ms", type=float, default=PlaySettings.lead_ms, help="latency: live-synth's ring lead")
     bench.add_argument("--vocoder")
     bench.add_argument("--threads", type=int, default=0)
     bench.add_argument("--notes", type=int, default=40, help="latency: notes per synthesizer")

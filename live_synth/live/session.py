@@ -40,10 +40,13 @@ class PlaySettings:
     midi_file: str | None = None
     audio_out: str | None = None
     steps: int | None = None  # None: the model's default_steps, else PLAY_STEPS
-    hop: int = 16
+    # hop 4 (80 ms) / lead 200 ms with the default model in torch: no ring underruns over 5 minutes of a dense MIDI
+    # file on the 2-core dev CPU (lead 100 had 47: single ticks take up to 155 ms), and about half the latency of
+    # hop 16 / lead 250 (BENCHMARKS.md: soak and latency sections).
+    hop: int = 4
     sampler: str = "ddim"
     strategy: str | None = None  # None: continuation for short-window models, inpaint for 256-frame ones
-    lead_ms: float = 250.0
+    lead_ms: float = 200.0
     vocoder: str | None = None
     record: str | None = None
     seed: int = 0

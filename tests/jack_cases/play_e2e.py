@@ -2,9 +2,9 @@
 port, a JACK client captures the synth's audio output.
 
 What holds for any model: every note arrives, the worker keeps up (no ring underruns once playing), audio flows to
-JACK. With the shipped default model: the session keeps up, and the musical checks — onset within a bound after
-each note-on, the dominant pitch within a semitone for sustained piano notes, decay after note-off — run every time
-and are expected to fail for the measured reason given at QUIET_LIVE (they skip if a package has no default model).
+JACK. With the shipped default model at play's default settings: the session keeps up, each note-on is heard
+within a bound, sustained piano notes have their pitch within a semitone, and they decay after the note-off (these
+skip if a package has no default model).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from live_synth.cli import packaged_path
+from live_synth.live.session import PlaySettings
 from tests.jack_cases.live_io import TAG, Capture, _wait, jack, jack_server, rtmidi  # noqa: F401  (fixture)
 
 SECONDS = 14.0
@@ -88,17 +89,12 @@ def default_model_notes(jack_server):
     from live_synth.bench.probe import schedule
 
     notes = schedule(6, 48000, spacing_s=1.5, hold_s=0.7, start_s=0.5, seed=4, pitches=(55, 72))
-    return measure("live-synth", notes, seconds=14.0, tag=f"{TAG}m", play_args=["--hop", "16", "--lead-ms", "250"],
-                   log=lambda line: None, earliest_ms=earliest_ms(250))  # the model's own steps
+    return measure("live-synth", notes, seconds=14.0, tag=f"{TAG}m", play_args=[],  # play's defaults
+                   log=lambda line: None, earliest_ms=earliest_ms(PlaySettings.lead_ms))
 
 
-# Measured 2026-11-21 with the shipped CPU-trained model: live, it continues each note from its own blurred output
-# and the notes come out ~10x quieter than its offline render (RMS 0.0004-0.0007 vs 0.0061 for the same six piano
-# notes; MODEL_CARD.md, "Known weaknesses"), so onsets drown in its floor: the detector finds some notes earlier than
-# the ring lead allows (impossible) or not at all, and pitch and decay are then read in the wrong place. Not strict:
-# a note found by chance must not fail CI; they run every time and report XPASS once a better model ships.
-BOUND_MS = 250 + 16 * 20 + 150  # lead + one hop + resampler, device and JACK periods (play_args of the fixture)
-QUIET_LIVE = "default model: live notes ~10x quieter than offline, onsets lost in its floor (MODEL_CARD.md)"
+# Lead + one hop + resampler, vocoder, device and JACK periods (~45 ms measured) with slack, at play's defaults.
+BOUND_MS = PlaySettings.lead_ms + PlaySettings.hop * 20 + 150
 
 
 def test_the_default_model_session_keeps_up(default_model_notes):
@@ -106,7 +102,6 @@ def test_the_default_model_session_keeps_up(default_model_notes):
     assert r.synth_report.get("underruns") == 0 and r.synth_report.get("late_ticks") == 0, r.synth_report
 
 
-@pytest.mark.xfail(strict=False, reason=QUIET_LIVE)
 def test_each_note_of_the_default_model_sounds_soon_after_its_note_on(default_model_notes):
     r = default_model_notes
     # Sought from earliest_ms(lead) on (nothing new is heard before the ring's lead drains)
@@ -114,20 +109,18 @@ def test_each_note_of_the_default_model_sounds_soon_after_its_note_on(default_mo
     assert max(r.latencies_ms) < BOUND_MS, r.latencies_ms
 
 
-@pytest.mark.xfail(strict=False, reason=QUIET_LIVE)
 def test_each_note_of_the_default_model_decays_after_its_note_off(default_model_notes):
     r = default_model_notes
     for on, onset in zip(r.note_frames, r.onset_frames):
         # A note-off takes the note-on's path, stamped at the committed end of its own tick: it is heard within
-        # BOUND_MS too, whatever the note-on's lag was (the two can fall one hop apart). The next note is heard
-        # 1.5 - 0.7 + 0.2 s after this note-off at the earliest: the window ends before it.
+        # BOUND_MS too, whatever the note-on's lag was (the two can fall one hop apart). The next note-on comes
+        # 1.5 - 0.7 s after this note-off: the window ends before it can be heard.
         off = on + int(0.7 * r.rate)
         during = r.audio[onset + int(0.05 * r.rate) : onset + int(0.35 * r.rate)]
         after = r.audio[off + int(BOUND_MS / 1e3 * r.rate) : off + int((BOUND_MS / 1e3 + 0.2) * r.rate)]
         assert np.sqrt(np.mean(after**2)) < 0.5 * np.sqrt(np.mean(during**2)), "no decay after note-off"
 
 
-@pytest.mark.xfail(strict=False, reason=QUIET_LIVE)
 def test_each_sustained_note_of_the_default_model_has_its_pitch(default_model_notes):
     from live_synth.bench.probe import estimate_pitch
 
