@@ -7,8 +7,9 @@ Method (BENCHMARKS.md repeats it next to the numbers):
   It spans: JACK MIDI delivery (the synth reads MIDI at its next cycle), the synth's own path (for live-synth: MIDI
   queue → next generation tick → tick compute → streaming vocoder → resampler → ring lead → PortAudio buffer), and
   the audio's way back to the probe (up to one period, depending on JACK's graph order).
-- Onset: 0.5 ms block RMS crossing 10 % of the way from the 50 ms median level before the note to the note's peak;
-  a note without a clear peak (< 4x that level) is counted as missed.
+- Onset: 0.5 ms block RMS crossing 10 % of the way from the 50 ms median level before the note to the note's peak
+  and staying above for 10 ms; a note without a clear peak (< 4x that level) is counted as missed. For live-synth
+  the search and the level before start at `earliest_ms(lead)`, the soonest its answer can be heard.
 - Each synthesizer runs alone (one after the other, same server, same note schedule seed) so that they do not
   compete for the CPU. Known biases: the dummy JACK driver paces cycles with a timer, not a sound card; MIDI is
   delivered at period boundaries; servers started here run without real-time scheduling.
@@ -108,7 +109,7 @@ def earliest_ms(lead_ms: float) -> float:
     """The soonest live-synth's answer to a note can be heard: the note is stamped at the committed end, behind the
     ring's fill, which is at least the lead minus the compute of the tick under way when the note arrives; the
     resampler's 15 ms hold-back and the output periods come on top. 0.8 x the lead is below every onset measured
-    (BENCHMARKS.md: the earliest were 1.2x the lead at 250 ms, 1.45x at 100 ms, 2.1x at 40 ms)."""
+    (BENCHMARKS.md: the earliest were 1.17x the lead at 250 ms, 1.24x at 200, 1.59x at 100, 1.99x at 40)."""
     return 0.8 * lead_ms
 
 
