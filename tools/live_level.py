@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engines.torch_engine import TorchEngine  # noqa: E402
+from live_synth.audio import load_vocoder, save_spectrogram_rows_png, write_wav_atomic  # noqa: E402
 from live_synth.cli import load_song, resolve_model_spec  # noqa: E402
-from live_synth.constants import FRAME_RATE, HOP  # noqa: E402
+from live_synth.constants import FRAME_RATE, HOP, SAMPLE_RATE  # noqa: E402
 from live_synth.errors import LiveSynthError  # noqa: E402
 from live_synth.live.generator import LiveGenerator, LivePolicy  # noqa: E402
 from live_synth.live.midi_file import MidiFileSource  # noqa: E402
@@ -83,27 +84,6 @@ def energy_stats(mel: np.ndarray) -> dict[str, float]:
             "silence (p5)": float(np.percentile(frame_energy, 5))}
 
 
-def save_rows_png(path: Path, rows: list[tuple[str, np.ndarray]]) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from live_synth.constants import LOG_MEL_MAX, LOG_MEL_MIN
-
-    width = max(len(m) for _, m in rows) / FRAME_RATE
-    fig = Figure(figsize=(min(4 + width * 1.2, 30), 1.8 * len(rows)))
-    FigureCanvasAgg(fig)
-    for i, (title, mel) in enumerate(rows):
-        ax = fig.add_subplot(len(rows), 1, i + 1)
-        ax.imshow(mel.T, origin="lower", aspect="auto", vmin=LOG_MEL_MIN, vmax=LOG_MEL_MAX, cmap="magma",
-                  extent=(0, len(mel) / FRAME_RATE, 0, mel.shape[1]), interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlim(0, width)
-        ax.set_ylabel("mel bin")
-    fig.axes[-1].set_xlabel("seconds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", help="model folder or 'default' (repeatable)")
@@ -123,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             for spec in args.model or ["default"]:
                 loaded = load_model(resolve_model_spec(spec)[0])
                 engine = TorchEngine(loaded.model)
+                vocoder = load_vocoder(loaded.vocoder_path) if args.wav_dir else None
                 steps = loaded.model.config.sampling_steps(args.steps, 1)
                 song = load_song(str(midi), loaded.model.config, [])
                 runs = {"offline": render_mel(engine, song.segments, make_sampler(args.sampler, steps),
@@ -135,13 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                     stats = energy_stats(mel)
                     table.append((spec, name, stats, {k: stats[k] / reference[k] for k in stats}))
                     rows.append((f"{spec} · {name} · {steps} step(s)", mel))
-                    if args.wav_dir:
-                        from live_synth.audio import load_vocoder, write_wav_atomic
-                        from live_synth.constants import SAMPLE_RATE
-
+                    if vocoder is not None:
                         args.wav_dir.mkdir(parents=True, exist_ok=True)
                         label = f"{Path(spec).name}-{name.replace(' ', '-')}.wav"
-                        write_wav_atomic(args.wav_dir / label, load_vocoder(loaded.vocoder_path)(mel), SAMPLE_RATE)
+                        write_wav_atomic(args.wav_dir / label, vocoder(mel), SAMPLE_RATE)
     except LiveSynthError as exc:
         print(f"live_level: error: {exc}", file=sys.stderr)
         return 2
@@ -150,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{Path(spec).name:<28} {name:<14} " + " ".join(f"{v:8.4f}" for v in stats.values())
               + "   " + " ".join(f"{v:5.2f}" for v in ratio.values()))
     if args.png:
-        save_rows_png(args.png, rows)
+        save_spectrogram_rows_png(args.png, rows)
         print(f"wrote {args.png}")
     return 0
 

@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from live_synth.audio import save_spectrogram_rows_png  # noqa: E402
 from live_synth.audio.features import scale_features  # noqa: E402
 from live_synth.cli import resolve_model_spec  # noqa: E402
 from live_synth.errors import LiveSynthError  # noqa: E402
@@ -69,23 +70,11 @@ def x0_rows(model, piece, tau: float, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def plot(rows: dict[str, np.ndarray], out: Path, title: str) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 2.2 * len(rows)))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(rows), 1, sharex=True)
     ref = rows["reference"]
-    for ax, (name, frames) in zip(axes, rows.items()):
-        ax.imshow(frames.T, origin="lower", aspect="auto", vmin=-1, vmax=1, cmap="magma", interpolation="nearest")
-        ax.set_ylabel("mel bin")
-        error = np.abs(frames - ref).mean()
-        label = name if name == "reference" else f"x̂0 from {name}: mean |x̂0 − reference| {error:.3f}"
-        ax.set_title(label, fontsize=9, loc="left")
-    axes[-1].set_xlabel("frame (20 ms)")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=70)
+    labelled = [(name if name == "reference" else
+                 f"x̂0 from {name}: mean |x̂0 − reference| {np.abs(frames - ref).mean():.3f}", frames)
+                for name, frames in rows.items()]
+    save_spectrogram_rows_png(out, labelled, value_range=(-1.0, 1.0), title=title, dpi=70)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from live_synth.audio.features import (
     stft_magnitude,
     unscale_features,
 )
-from live_synth.audio.plots import save_spectrogram_png
+from live_synth.audio.plots import save_spectrogram_png, save_spectrogram_rows_png
 from live_synth.audio.vocoders import GriffinLimVocoder, OnnxVocoder, Vocoder, load_vocoder
 from live_synth.audio.wav import read_wav, write_wav_atomic
 
@@ -27,6 +27,7 @@ __all__ = [
     "num_frames",
     "read_wav",
     "save_spectrogram_png",
+    "save_spectrogram_rows_png",
     "scale_features",
     "stft",
     "stft_magnitude",

@@ -59,3 +59,35 @@ def _render_png(features: np.ndarray, title: str | None, segment_frames: int) ->
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def save_spectrogram_rows_png(
+    path: str | Path, rows: list[tuple[str, np.ndarray]], value_range: tuple[float, float] = (LOG_MEL_MIN, LOG_MEL_MAX),
+    title: str | None = None, dpi: int = 80,
+) -> None:
+    """Several spectrograms [T, 128] stacked on one time axis (seconds), one titled row each, one colour scale
+    (`value_range`: natural-log mel by default; scaled features are (-1, 1)). For side-by-side comparisons in the
+    tools (live vs offline, x̂0 probes). Written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    frame_seconds = HOP / SAMPLE_RATE
+    width = max(len(features) for _, features in rows) * frame_seconds
+    figure = Figure(figsize=(min(4.0 + width * 1.2, 30.0), 1.8 * len(rows) + (0.4 if title else 0.0)))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, features) in zip(axes, rows):
+        ax.imshow(np.asarray(features).T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
+                  vmin=value_range[0], vmax=value_range[1],
+                  extent=(0.0, len(features) * frame_seconds, -0.5, N_MELS - 0.5))
+        ax.set_xlim(0.0, width)
+        ax.set_title(label, fontsize=9, loc="left")
+        ax.set_ylabel("mel bin")
+    axes[-1].set_xlabel("time (s)")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    with atomic_output(path) as handle:
+        handle.write(buffer.getvalue())

@@ -9,7 +9,7 @@ Method (BENCHMARKS.md repeats it next to the numbers):
   the audio's way back to the probe (up to one period, depending on JACK's graph order).
 - Onset: 0.5 ms block RMS crossing 10 % of the way from the 50 ms median level before the note to the note's peak
   and staying above for 10 ms; a note without a clear peak (< 4x that level) is counted as missed. For live-synth
-  the search and the level before start at `earliest_ms(lead)`, the soonest its answer can be heard.
+  the search and the level before start at `earliest_answer_ms(lead)`, the soonest its answer can be heard.
 - Each synthesizer runs alone (one after the other, same server, same note schedule seed) so that they do not
   compete for the CPU. Known biases: the dummy JACK driver paces cycles with a timer, not a sound card; MIDI is
   delivered at period boundaries; servers started here run without real-time scheduling.
@@ -105,7 +105,7 @@ def _stop(process: subprocess.Popen, timeout: float) -> str:
     return err or ""
 
 
-def earliest_ms(lead_ms: float) -> float:
+def earliest_answer_ms(lead_ms: float) -> float:
     """The soonest live-synth's answer to a note can be heard: the note is stamped at the committed end, behind the
     ring's fill, which is at least the lead minus the compute of the tick under way when the note arrives; the
     resampler's 15 ms hold-back and the output periods come on top. 0.8 x the lead is below every onset measured
@@ -116,7 +116,7 @@ def earliest_ms(lead_ms: float) -> float:
 def measure(synth: str, notes: list[ScheduledNote], seconds: float, tag: str, play_args: list[str],
             soundfont: str = DEFAULT_SOUNDFONT, log=print, earliest_ms: float = 0.0) -> LatencyResult:
     """Start `synth` ('live-synth' or 'fluidsynth'), play `notes` into it from a probe, capture, detect onsets no
-    sooner than `earliest_ms` after each note-on (`detect_onsets`; for live-synth: `earliest_ms(lead)`)."""
+    sooner than `earliest_ms` after each note-on (`detect_onsets`; for live-synth: `earliest_answer_ms(lead)`)."""
     probe = Probe(f"{tag}-probe", seconds + 5)
     report_path = None
     if synth == "live-synth":
@@ -193,7 +193,7 @@ def run_latency_bench(n_notes: int, play_args: list[str], out_jsonl: Path, png: 
     results = []
     for synth in (["live-synth"] + (["fluidsynth"] if with_fluidsynth else [])):
         lead = float(key["lead_ms"]) if synth == "live-synth" and key and key.get("lead_ms") else 0.0
-        results.append(measure(synth, notes, seconds, tag, play_args, log=log, earliest_ms=earliest_ms(lead)))
+        results.append(measure(synth, notes, seconds, tag, play_args, log=log, earliest_ms=earliest_answer_ms(lead)))
     rows, provenance = [], {"revision": revision(), "machine": machine()}
     for result in results:
         row = {**provenance, "rate": result.rate, "period": result.period,

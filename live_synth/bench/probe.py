@@ -162,8 +162,7 @@ def detect_onsets(audio: np.ndarray, note_frames: list[int], rate: int, max_late
             continue
         threshold = level + rise * (peak - level)
         above = after >= threshold
-        held = (np.lib.stride_tricks.sliding_window_view(above, min(hold, len(above))).all(axis=1)
-                if len(above) else above)
+        held = np.lib.stride_tricks.sliding_window_view(above, min(hold, len(above))).all(axis=1)
         if not held.any():
             out.append(None)
             continue

@@ -45,6 +45,7 @@ from live_synth.model.config import ModelConfig, preset
 from live_synth.provenance import append_csv_row
 from live_synth.model.network import SpectrogramDiffusion
 from live_synth.render import context_window, tokenizer_config
+from live_synth.sampling.samplers import make_sampler, sample
 from live_synth.sampling.schedules import cosine_alpha_sigma
 
 CKPT = "ckpt.pt"
@@ -170,19 +171,23 @@ class WindowSampler:
             token_lists.append(piece.index.window(t0, L)[0])
             if cfg.pianoroll:
                 rolls[b] = pianoroll(piece.notes, t0, L)
-        width = max(len(t) for t in token_lists)
-        tokens = np.zeros((size, width), np.int64)
-        for b, t in enumerate(token_lists):
-            tokens[b, : len(t)] = t
         out = {
             "target": scale_features(torch.from_numpy(target), clip=True),
             "context": scale_features(torch.from_numpy(context), clip=True),
             "mask": torch.from_numpy(mask),
-            "tokens": torch.from_numpy(tokens),
+            "tokens": pad_tokens(token_lists),
         }
         if cfg.pianoroll:
             out["roll"] = torch.from_numpy(rolls)
         return out
+
+
+def pad_tokens(token_lists: list) -> torch.Tensor:
+    """Token windows of different lengths as one batch [B, longest], zero-padded (0 = PAD, masked by the encoder)."""
+    tokens = torch.zeros(len(token_lists), max(len(t) for t in token_lists), dtype=torch.int64)
+    for b, t in enumerate(token_lists):
+        tokens[b, : len(t)] = torch.as_tensor(np.asarray(t), dtype=torch.int64)
+    return tokens
 
 
 @torch.no_grad()
@@ -193,32 +198,26 @@ def rollout_context(model: SpectrogramDiffusion, pending: list[Rollout], batch: 
     pending examples batched together window by window. Eval mode (no dropout), as at inference."""
     if not pending:
         return
-    from live_synth.sampling.samplers import make_sampler, sample
-
     cfg = model.config
     L, S = cfg.target_length, cfg.context_length
     was_training = model.training
     model.eval()
+    sampler = make_sampler("ddim", steps)
     made = [torch.from_numpy(r.history) for r in pending]  # recorded history, then the generated frames
     for j in range(max(len(r.tokens) for r in pending)):
         live = [i for i, r in enumerate(pending) if j < len(r.tokens)]
         windows = [context_window(made[i], S) for i in live]
         context = scale_features(torch.cat([c for c, _ in windows]), clip=True).to(device)
         mask = torch.cat([m for _, m in windows]).to(device)
-        width = max(len(pending[i].tokens[j]) for i in live)
-        tokens = torch.zeros(len(live), width, dtype=torch.int64)
-        for row, i in enumerate(live):
-            tokens[row, : len(pending[i].tokens[j])] = torch.from_numpy(np.asarray(pending[i].tokens[j]))
-        notes = model.notes_encoder(tokens.to(device))
-        ctx = model.context_encoder(context, mask)
+        tokens = pad_tokens([pending[i].tokens[j] for i in live]).to(device)
         roll = (torch.from_numpy(np.stack([pending[i].rolls[j] for i in live])).to(device) if cfg.pianoroll
                 else None)
-        memory = model.decoder.memory([notes, ctx], roll)
+        memory = model.encode(tokens, context, mask, roll)
 
         def model_fn(x, tau):
             return model(x, torch.full((x.shape[0],), tau, device=device), memory).float()
 
-        x = sample(make_sampler("ddim", steps), model_fn, (len(live), L, N_MELS), gen, device=device,
+        x = sample(sampler, model_fn, (len(live), L, N_MELS), gen, device=device,
                    prediction=cfg.prediction)
         frames = unscale_features(x.float().cpu())
         for row, i in enumerate(live):

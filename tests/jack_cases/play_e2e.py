@@ -85,12 +85,12 @@ def default_model_notes(jack_server):
     """Sustained piano notes played into `play` with the default model, captured on the probe's clock."""
     if not (packaged_path("default_model") / "model.safetensors").is_file():
         pytest.skip("onset/pitch/decay checks need the trained default model (issue #3)")
-    from live_synth.bench.latency import earliest_ms, measure
+    from live_synth.bench.latency import earliest_answer_ms, measure
     from live_synth.bench.probe import schedule
 
     notes = schedule(6, 48000, spacing_s=1.5, hold_s=0.7, start_s=0.5, seed=4, pitches=(55, 72))
     return measure("live-synth", notes, seconds=14.0, tag=f"{TAG}m", play_args=[],  # play's defaults
-                   log=lambda line: None, earliest_ms=earliest_ms(PlaySettings.lead_ms))
+                   log=lambda line: None, earliest_ms=earliest_answer_ms(PlaySettings.lead_ms))
 
 
 # Lead + one hop + resampler, vocoder, device and JACK periods (~45 ms measured) with slack, at play's defaults.
@@ -107,7 +107,7 @@ def test_the_default_model_session_keeps_up(default_model_notes):
 
 def test_each_note_of_the_default_model_sounds_soon_after_its_note_on(default_model_notes):
     r = default_model_notes
-    # Sought from earliest_ms(lead) on (nothing new is heard before the ring's lead drains)
+    # Sought from earliest_answer_ms(lead) on (nothing new is heard before the ring's lead drains)
     assert all(x is not None for x in r.latencies_ms), f"notes without a clear onset: {r.latencies_ms}"
     assert max(r.latencies_ms) < BOUND_MS, r.latencies_ms
 
