@@ -281,7 +281,7 @@ def test_make_dataset_layout_and_manifest(dataset):
     assert files == sorted(["manifest.json", *manifest["pieces"]])
     assert all(f.split("/")[0] in ("train", "heldout") for f in manifest["pieces"])
     assert manifest["seed"] == 3 and manifest["sample_rate"] == SR
-    assert manifest["sources"] == {"procedural": 2, "music21": 1}
+    assert manifest["sources"] == {"procedural": 2, "music21": 1, "sparse": 0, "expression": 0}
     assert sum(manifest["counts"].values()) == 3 and manifest["renderer"]["name"] in synth.RENDERERS
     assert manifest["renderer"]["reverb"] is False and manifest["soundfont"]["name"] == "FluidR3_GM.sf2"
     assert sorted(manifest["heldout_pieces"]) == sorted(p.name for p in shards.iter_pieces(dataset, "heldout"))

@@ -1,12 +1,15 @@
 """Make a training dataset (issue #3, item 1): procedural + music21 MIDI -> dry reference audio -> dataset shards.
 
-    python tools/make_dataset.py OUT_DIR --seed 0 --procedural N --corpus M --heldout-fraction 0.1 \\
-        [--renderer fluidsynth|tinysoundfont] [--soundfont PATH] [--no-audio] [--workers K] [--max-seconds S]
+    python tools/make_dataset.py OUT_DIR --seed 0 --procedural N --corpus M [--sparse N] [--expression N] \\
+        --heldout-fraction 0.1 [--renderer fluidsynth|tinysoundfont] [--soundfont PATH] [--no-audio] \\
+        [--workers K] [--max-seconds S]
 
 Pieces: N procedural pieces named procedural/00000.. (piece i is `procedural.generate(derive_seed(seed,
 "procedural", i))`) and the first M usable music21 works in the seed's order (`corpus.select_works`), named
-music21/<work>. Each is rendered at 16 kHz mono with reverb and chorus off (FluidSynth + FluidR3_GM unless told
-otherwise), and written as DATASET/{train,heldout}/NNNNN.npz (format: live_synth/training/shards.py) with
+music21/<work>, then --sparse and --expression pieces (`gestures.generate_sparse` / `generate_expression` of
+`derive_seed(seed, "sparse"|"expression", i)`: notes after silence, and bends / mod wheel / volume / expression),
+named sparse/NNNNN and expression/NNNNN. Each is rendered at 16 kHz mono with reverb and chorus off (FluidSynth +
+FluidR3_GM unless told otherwise), and written as DATASET/{train,heldout}/NNNNN.npz (format: live_synth/training/shards.py) with
 DATASET/manifest.json. A piece is held out when a seeded hash of its name says so (`shards.is_heldout`), so that
 adding pieces never moves the others; training reads train/ only.
 
@@ -66,15 +69,16 @@ class Task:
     path: str
     keep_audio: bool
     max_seconds: float
-    procedural_seed: int | None = None
+    procedural_seed: int | None = None  # the seed of a generated piece (source procedural, sparse or expression)
     midi: bytes | None = None
 
 
-def _procedural_midi(seed: int, max_seconds: float) -> bytes:
+def _generated_midi(source: str, seed: int, max_seconds: float) -> bytes:
     from live_synth.training.corpus import crop
+    from live_synth.training.gestures import generate_expression, generate_sparse
     from live_synth.training.procedural import generate, midi_bytes
 
-    midi = generate(seed)
+    midi = {"procedural": generate, "sparse": generate_sparse, "expression": generate_expression}[source](seed)
     crop(midi, max_seconds)
     return midi_bytes(midi)
 
@@ -88,7 +92,8 @@ def build_piece(task: Task) -> dict:
     from live_synth.training.shards import AUDIO_SCALE, Piece, note_arrays, write_piece
     from live_synth.training.synth import to_int16
 
-    midi = task.midi if task.midi is not None else _procedural_midi(task.procedural_seed, task.max_seconds)
+    midi = task.midi if task.midi is not None else _generated_midi(task.source, task.procedural_seed,
+                                                                   task.max_seconds)
     audio, clipped = to_int16(_RENDERER.render(midi))
     with torch.inference_mode():
         mel = log_mel(torch.from_numpy(audio.astype(np.float32) / np.float32(AUDIO_SCALE))).numpy()
@@ -189,6 +194,10 @@ def plan(args, works: list) -> list[Task]:
     entries = [(f"procedural/{i:05d}", "procedural", derive_seed(args.seed, "procedural", i), None)
                for i in range(args.procedural)]  # fmt: skip
     entries += [(work.name, "music21", None, work.midi) for work in works]
+    # After the corpus, so that a dataset made without them numbers its files exactly as before.
+    for source in ("sparse", "expression"):
+        entries += [(f"{source}/{i:05d}", source, derive_seed(args.seed, source, i), None)
+                    for i in range(getattr(args, source))]
     counters = dict.fromkeys(SPLITS, 0)
     tasks = []
     for name, source, seed, midi in entries:
@@ -216,7 +225,8 @@ def manifest(args, argv: list[str], renderer, stats: list[dict], works: list, sk
         "soundfont": _soundfont_info(renderer.soundfont),
         "max_seconds": args.max_seconds,
         "heldout_fraction": args.heldout_fraction,
-        "sources": {"procedural": args.procedural, "music21": len(works)},
+        "sources": {"procedural": args.procedural, "music21": len(works), "sparse": args.sparse,
+                    "expression": args.expression},
         "counts": {s: len(v) for s, v in per_split.items()},
         "hours": {s: round(sum(x["seconds"] for x in v) / 3600, 6) for s, v in per_split.items()},
         "notes": {s: sum(x["notes"] for x in v) for s, v in per_split.items()},
@@ -262,7 +272,8 @@ def summary(out: Path, m: dict, wall_s: float) -> str:
         f"{m['hours']['train'] * 60:.1f} min, held out {m['hours']['heldout'] * 60:.1f} min)",
         f"notes: {sum(m['notes'].values())} (train {m['notes']['train']}, held out {m['notes']['heldout']})",
         f"sources: {m['sources']['procedural']} procedural, {m['sources']['music21']} music21 "
-        f"({len(m['corpus']['skipped'])} works skipped on the way)",
+        f"({len(m['corpus']['skipped'])} works skipped on the way), {m['sources']['sparse']} sparse, "
+        f"{m['sources']['expression']} expression",
         f"renderer: {renderer['name']} ({renderer['version']}), soundfont {m['soundfont']['name']}, "
         f"{m['sample_rate']} Hz mono, reverb and chorus off; clipped samples: {m['clipped_samples']}",
         f"audio stored: {'yes' if m['audio_stored'] else 'no (features only)'}; size on disk {size / 1e6:.1f} MB; "
@@ -291,6 +302,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--procedural", type=int, default=40, metavar="N", help="procedural pieces (default 40)")
     parser.add_argument("--corpus", type=int, default=20, metavar="M", help="music21 works (default 20)")
+    parser.add_argument("--sparse", type=int, default=0, metavar="N",
+                        help="pieces of gestures after silence (training/gestures.py; default 0)")
+    parser.add_argument("--expression", type=int, default=0, metavar="N",
+                        help="pieces moved by pitch bend, CC1, CC7, CC11 (training/gestures.py; default 0)")
     parser.add_argument("--heldout-fraction", type=float, default=0.1, metavar="F",
                         help="share of pieces held out for evaluation (default 0.1)")  # fmt: skip
     parser.add_argument("--renderer", choices=("fluidsynth", "tinysoundfont"), default=None,
@@ -303,8 +318,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="cut every piece after S seconds (default 40)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT_DIR")
     args = parser.parse_args(argv)
-    if args.procedural < 0 or args.corpus < 0 or args.procedural + args.corpus == 0:
-        parser.error("--procedural and --corpus must be >= 0, and not both 0")
+    counts = (args.procedural, args.corpus, args.sparse, args.expression)
+    if min(counts) < 0 or sum(counts) == 0:
+        parser.error("--procedural, --corpus, --sparse and --expression must be >= 0, and not all 0")
     if not 0.0 <= args.heldout_fraction < 1.0:
         parser.error("--heldout-fraction must be in [0, 1)")
     if args.workers < 1 or args.max_seconds <= 0:

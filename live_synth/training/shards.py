@@ -9,7 +9,7 @@ Layout (the contract; change it only together with its readers):
 Each piece file is an .npz archive (a zip of .npy arrays; `np.load(path, allow_pickle=False)` reads it) holding:
 
     name     str                        unique in the dataset, e.g. "procedural/00012", "music21/bach/bwv66.6"
-    source   str                        "procedural" | "music21"
+    source   str                        "procedural" | "music21" | "sparse" | "expression"
     midi     uint8 [B]                  the .mid file's bytes (evaluation can re-render or re-tokenize it)
     notes    float32 [K, 5]             start_s, end_s, pitch, velocity, program; after `apply_sustain`, in
                                         `read_midi` order (instrument by instrument)
@@ -42,7 +42,7 @@ from live_synth.midi import Note, NoteSequence
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "heldout")
-SOURCES = ("procedural", "music21")
+SOURCES = ("procedural", "music21", "sparse", "expression")
 NOTE_COLUMNS = ("start_s", "end_s", "pitch", "velocity", "program")
 AUDIO_SCALE = 32767.0  # int16 full scale: float audio = audio / AUDIO_SCALE
 _KEYS = ("name", "source", "midi", "notes", "is_drum", "mel", "audio")
