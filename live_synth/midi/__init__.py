@@ -12,7 +12,7 @@ from live_synth.midi.codec import (
     program_to_slakh_program,
     velocity_to_bin,
 )
-from live_synth.midi.notes import ControlChange, Note, NoteSequence, apply_sustain, read_midi
+from live_synth.midi.notes import ControlChange, Note, NoteSequence, PitchBend, apply_sustain, read_midi
 from live_synth.midi.tokenize import TokenizedSong, TokenizerConfig, tokenize, tokenize_midi
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "EventCodec",
     "Note",
     "NoteSequence",
+    "PitchBend",
     "TokenizedSong",
     "TokenizerConfig",
     "apply_sustain",

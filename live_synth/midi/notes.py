@@ -50,6 +50,15 @@ class ControlChange:
     is_drum: bool = False
 
 
+@dataclass(frozen=True)
+class PitchBend:
+    """One pitch-wheel event: `value` in -8192..8191 (0 = centre), attributed to a pretty_midi instrument."""
+
+    time: float
+    value: int
+    instrument: int = 0
+
+
 @dataclass
 class NoteSequence:
     """Notes and control changes of a song, in pretty_midi's instrument order.
@@ -60,13 +69,16 @@ class NoteSequence:
     notes: list[Note] = field(default_factory=list)
     control_changes: list[ControlChange] = field(default_factory=list)
     total_time: float = 0.0
+    pitch_bends: list[PitchBend] = field(default_factory=list)  # not used by the tokens; the causal family's features
 
     @classmethod
-    def from_notes(cls, notes: Iterable[Note], control_changes: Iterable[ControlChange] = ()) -> NoteSequence:
+    def from_notes(cls, notes: Iterable[Note], control_changes: Iterable[ControlChange] = (),
+                   pitch_bends: Iterable[PitchBend] = ()) -> NoteSequence:
         """Build a sequence whose total_time is the latest note end, as `read_midi` would."""
         notes = list(notes)
         total_time = max((note.end for note in notes), default=0.0)
-        return cls(notes=notes, control_changes=list(control_changes), total_time=total_time)
+        return cls(notes=notes, control_changes=list(control_changes), total_time=total_time,
+                   pitch_bends=list(pitch_bends))
 
     @property
     def is_empty(self) -> bool:
@@ -120,6 +132,7 @@ def _to_note_sequence(midi: pretty_midi.PrettyMIDI) -> NoteSequence:
     # pretty_midi are turned into plain Python numbers (exact: float64 -> float).
     notes: list[Note] = []
     control_changes: list[ControlChange] = []
+    bends: list[PitchBend] = []
     for index, instrument in enumerate(midi.instruments):
         program, is_drum = int(instrument.program), bool(instrument.is_drum)
         for n in instrument.notes:
@@ -128,7 +141,8 @@ def _to_note_sequence(midi: pretty_midi.PrettyMIDI) -> NoteSequence:
             control_changes.append(
                 ControlChange(float(cc.time), int(cc.number), int(cc.value), index, program, is_drum)
             )
-    return NoteSequence.from_notes(notes, control_changes)
+        bends += [PitchBend(float(b.time), int(b.pitch), index) for b in instrument.pitch_bends]
+    return NoteSequence.from_notes(notes, control_changes, bends)
 
 
 # Event kinds of the sustain sweep. The order matters: at equal times, pedal events come before note events and
@@ -145,7 +159,8 @@ def apply_sustain(ns: NoteSequence, control_number: int = SUSTAIN_CONTROL) -> No
     total_time (even if a drum note ends later; note_seq does the same).
     """
     # A deep copy: notes are edited in place below. (Control changes are frozen and can be shared.)
-    seq = NoteSequence([copy.copy(note) for note in ns.notes], list(ns.control_changes), ns.total_time)
+    seq = NoteSequence([copy.copy(note) for note in ns.notes], list(ns.control_changes), ns.total_time,
+                       list(ns.pitch_bends))
     events = _sustain_events(seq, control_number)
     active: dict[int, list[Note]] = {}
     pedal_down: dict[int, bool] = {}
