@@ -24,8 +24,11 @@ from torch import Tensor
 
 from live_synth.errors import CheckpointError
 from live_synth.files import check_state, one_line, read_safetensors, write_bytes_atomic
+from live_synth.model.causal import CAUSAL_PRESETS, FAMILY as CAUSAL_FAMILY, CausalConfig, CausalModel
 from live_synth.model.config import PRESETS, ModelConfig, preset
 from live_synth.model.network import SpectrogramDiffusion
+
+FAMILIES = ("window", CAUSAL_FAMILY)  # a config's "family" key; absent means the window family
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -70,7 +73,7 @@ _RULES = {"notes_encoder": _ENCODER_RULES, "continuous_encoder": _ENCODER_RULES,
 class LoadedModel:
     """A model ready for inference, with what the CLI must tell the user about it."""
 
-    model: SpectrogramDiffusion
+    model: SpectrogramDiffusion | CausalModel
     source: str  # a path, or "preset:<name>"
     random_weights: bool
     vocoder_path: Path | None = None  # the published MelGAN ONNX file when the folder has one
@@ -162,7 +165,7 @@ def _component_weights(folder: Path, component: str) -> tuple[Path, dict[str, Te
     raise CheckpointError(f"{sub}: missing diffusion_pytorch_model.bin (or .safetensors)")
 
 
-def _load_state(model: SpectrogramDiffusion, state: dict[str, Tensor], origin: dict[str, Path]) -> None:
+def _load_state(model: SpectrogramDiffusion | CausalModel, state: dict[str, Tensor], origin: dict[str, Path]) -> None:
     """Copy `state` into `model`, checking that every key exists and every shape fits."""
     check_state(model.state_dict(), state, lambda key: origin.get(key, "checkpoint"))
     model.load_state_dict({k: v.float() for k, v in state.items()})
@@ -200,8 +203,13 @@ def _load_own(path: Path) -> LoadedModel:
         cfg_dict, source = json.loads(meta[METADATA_KEY]), weights
     else:
         raise CheckpointError(f"{path}: missing {CONFIG_FILE} (and no config in the weight file's metadata)")
-    cfg = ModelConfig.from_dict(cfg_dict, str(source))
-    model = SpectrogramDiffusion(cfg)
+    family = cfg_dict.get("family", "window") if isinstance(cfg_dict, dict) else None
+    if family not in FAMILIES:
+        raise CheckpointError(f"{source}: unknown model family {family!r} (known: {', '.join(FAMILIES)})")
+    if family == CAUSAL_FAMILY:
+        model = CausalModel(CausalConfig.from_dict(cfg_dict, str(source)))
+    else:
+        model = SpectrogramDiffusion(ModelConfig.from_dict(cfg_dict, str(source)))
     _load_state(model, state, {k: weights for k in set(state) | set(model.state_dict())})
     vocoder = None
     if path.is_dir():  # a vocoder shipped next to the model: ours (vocoder.safetensors) or a MelGAN ONNX file
@@ -215,13 +223,18 @@ def _load_own(path: Path) -> LoadedModel:
 def load_model(spec: str | os.PathLike, seed: int = 0) -> LoadedModel:
     """Load a model from a preset name, our own format, or a diffusers-layout folder."""
     text = str(spec)
+    if text in CAUSAL_PRESETS and not Path(text).exists():
+        cfg = replace(CAUSAL_PRESETS[text], description=f"{CAUSAL_PRESETS[text].description}; RANDOM WEIGHTS "
+                      f"(seed {seed})")
+        return LoadedModel(CausalModel(cfg, seed=seed).eval(), f"preset:{text}", True)
     if text in PRESETS and not Path(text).exists():
         cfg = replace(preset(text), description=f"{preset(text).description}; RANDOM WEIGHTS (seed {seed})")
         torch.manual_seed(seed)
         return LoadedModel(SpectrogramDiffusion(cfg, seed=seed).eval(), f"preset:{text}", True)
     path = Path(text)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such model folder or file (presets: {sorted(PRESETS)})")
+        presets = sorted(PRESETS) + sorted(CAUSAL_PRESETS)
+        raise CheckpointError(f"{path}: no such model folder or file (presets: {presets})")
     if path.is_dir() and (path / "model_index.json").is_file():
         return load_diffusers_folder(path)
     if path.is_dir() or path.suffix == ".safetensors":
@@ -229,7 +242,12 @@ def load_model(spec: str | os.PathLike, seed: int = 0) -> LoadedModel:
     raise CheckpointError(f"{path}: not a model folder (expected config.json + {WEIGHTS_FILE}, or model_index.json)")
 
 
-def save_model(model: SpectrogramDiffusion, folder: str | os.PathLike, fp16: bool = False) -> Path:
+def save_causal_model(model: CausalModel, folder: str | os.PathLike) -> Path:
+    """A causal model as a shipped folder: fp16 weights (config in their metadata too) + config.json."""
+    return save_model(model, folder, fp16=True)
+
+
+def save_model(model: SpectrogramDiffusion | CausalModel, folder: str | os.PathLike, fp16: bool = False) -> Path:
     """Write `folder/config.json` + `folder/model.safetensors` (config also in the metadata). Atomic per file."""
     from safetensors.torch import save
 

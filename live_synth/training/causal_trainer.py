@@ -1,0 +1,312 @@
+"""Training loop of the causal family (`model/causal.py`), CPU or CUDA, resumable in short chunks.
+
+One step:
+- crops of `crop` frames from the training split, weighted by length; a crop may start up to `crop` frames before
+  its piece (silence and no notes there), so notes after long silence are seen with a full history, as a player's
+  model always has one. The loss counts only the last `crop - burn_in` frames: before them the convolutions'
+  history fills up (`burn_in` >= the receptive field), as it is full live;
+- teacher forcing: every frame's previous frame is the recorded one plus noise of a level drawn per frame from
+  U(0, max_context_noise), the level being an input (at inference a small fixed level); with probability
+  `context_dropout` a frame's previous frame is pure noise (flagged), so the notes alone must carry an onset;
+- the head's loss: v-prediction MSE on the residual (recorded frame - prior) with `noise_draws` noise draws per
+  frame (MAR), `high_noise_fraction` of them at noise times 0.9..1 (the 1-step sampler's only level);
+- the prior's loss: L1 between the prior and the recorded frame, `prior_weight` times, its own gradient only (the
+  residual target does not flow back into it);
+- AdamW, warm-up, gradient clipping, bf16 autocast.
+
+A fixed probe batch measures every `probe_every` steps the head loss with and without the notes (all slots emptied,
+same noise: ratio 1 = the notes are not used) and the prior's L1; and a lone-note check renders one piano note at
+velocities 20..120, 1.5 s apart, frame by frame as `render` does, and logs each note's peak level, so the velocity
+curve is watched while training, not only the loss (causal-model.md: loss curves plateau while quality moves).
+
+Checkpoints: `out/ckpt.pt` (weights, optimizer, step, RNG, configs), saved every `save_every_s` and at the end;
+`out/loss.csv` rows. Rerunning with the same `out` resumes; `init` starts a new run from a checkpoint or a shipped
+model folder of the same shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from live_synth.audio.features import scale_features
+from live_synth.constants import LOG_MEL_MIN, N_MELS
+from live_synth.errors import LiveSynthError
+from live_synth.midi import apply_sustain, read_midi
+from live_synth.midi.events import NoteEvents
+from live_synth.model.causal import CAUSAL_PRESETS, CausalConfig, CausalModel
+from live_synth.model.frame_features import COL, FEATURES, frame_features
+from live_synth.provenance import append_csv_row
+from live_synth.sampling.schedules import cosine_alpha_sigma
+from live_synth.training.shards import piece_paths, read_piece
+
+CKPT = "ckpt.pt"
+LOG = "loss.csv"
+LONE_VELOCITIES = (20, 45, 70, 95, 120)
+
+
+@dataclass(frozen=True)
+class CausalTrainConfig:
+    model: str = "causal"  # a preset of model/causal.py; a resumed run keeps its checkpoint's shape
+    batch_size: int = 16
+    crop: int = 256
+    burn_in: int = 128
+    lr: float = 5e-4
+    warmup_steps: int = 300
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    noise_draws: int = 2
+    high_noise_fraction: float = 0.25
+    prior_weight: float = 1.0
+    context_dropout: float = 0.1
+    seed: int = 0
+    log_every: int = 25
+    probe_every: int = 250
+    save_every_s: float = 120.0
+    init: str = ""  # a ckpt.pt or a model folder to start a new run from
+
+
+@dataclass
+class TrainPiece:
+    mel: np.ndarray  # float16 [T, 128] natural-log mel
+    events: NoteEvents
+
+
+def load_train_piece(path: Path) -> TrainPiece:
+    """A dataset piece's mel and its notes + controllers, re-read from its MIDI bytes (the stored note table has no
+    controllers)."""
+    piece = read_piece(path)
+    events = NoteEvents.from_sequence(apply_sustain(read_midi(piece.midi, name=piece.name)))
+    return TrainPiece(piece.mel, events)
+
+
+class CropSampler:
+    """Random crops from `DATASET/train/*.npz` (the held-out split is never opened)."""
+
+    def __init__(self, dataset: Path, crop: int, burn_in: int, slots: int, pieces: list[TrainPiece] | None = None):
+        if pieces is None:
+            files = piece_paths(dataset, "train")
+            if not files:
+                raise LiveSynthError(f"{dataset}: no training pieces in {Path(dataset) / 'train'}")
+            pieces = [load_train_piece(f) for f in files]
+        self.pieces, self.crop, self.burn_in, self.slots = pieces, crop, burn_in, slots
+        lengths = np.array([len(p.mel) for p in pieces], np.float64)
+        self.weights = lengths / lengths.sum()
+
+    def example(self, piece: TrainPiece, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """(features [crop, S, F], mel [crop + 1, 128]: the frame before the crop, then the crop's frames)."""
+        mel = np.full((self.crop + 1, N_MELS), LOG_MEL_MIN, np.float32)
+        lo, hi = max(start - 1, 0), min(start + self.crop, len(piece.mel))
+        if hi > lo:
+            mel[lo - (start - 1) : hi - (start - 1)] = piece.mel[lo:hi]
+        return frame_features(piece.events, start, self.crop, self.slots), mel
+
+    def batch(self, rng: np.random.Generator, size: int) -> dict[str, torch.Tensor]:
+        feats = np.zeros((size, self.crop, self.slots, FEATURES), np.float32)
+        mels = np.zeros((size, self.crop + 1, N_MELS), np.float32)
+        for b, k in enumerate(rng.choice(len(self.pieces), size=size, p=self.weights)):
+            piece = self.pieces[k]
+            # loss frames [start + burn_in, start + crop) must overlap the piece
+            start = int(rng.integers(-self.crop, max(len(piece.mel) - self.burn_in, 1 - self.crop + 1)))
+            feats[b], mels[b] = self.example(piece, start)
+        return {"slots": torch.from_numpy(feats), "mel": scale_features(torch.from_numpy(mels), clip=True)}
+
+
+def context_input(mel: torch.Tensor, gen: torch.Generator, max_noise: float, dropout: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(noised previous frames [B, T, 128], level inputs [B, T, 2]) from the scaled mel [B, T + 1, 128]."""
+    prev = mel[:, :-1]
+    B, T = prev.shape[:2]
+    level = torch.rand(B, T, 1, generator=gen) * max_noise
+    dropped = (torch.rand(B, T, 1, generator=gen) < dropout).float()
+    noise = torch.randn(prev.shape, generator=gen)
+    noised = torch.where(dropped > 0, noise, prev + level * noise)
+    return noised, torch.cat([torch.where(dropped > 0, torch.ones_like(level), level), dropped], dim=-1)
+
+
+def losses(model: CausalModel, batch: dict, cfg: CausalTrainConfig, gen: torch.Generator,
+           tau: torch.Tensor | None = None, noise: torch.Tensor | None = None, context: tuple | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(head loss, prior loss) of one batch."""
+    dev = next(model.parameters()).device
+    slots, mel = batch["slots"].to(dev), batch["mel"].to(dev)
+    prev, level = context if context is not None else context_input(mel.cpu(), gen, model.config.max_context_noise,
+                                                                      cfg.context_dropout)
+    c, prior = model.teacher_forced(slots, prev.to(dev), level.to(dev))
+    keep = slice(cfg.burn_in, None)
+    target = mel[:, 1:][:, keep]
+    prior = prior[:, keep].float()
+    prior_loss = F.l1_loss(prior, target)
+    r = (target - prior.detach()).unsqueeze(0).expand(cfg.noise_draws, *target.shape)
+    cond = c[:, keep].unsqueeze(0).expand(cfg.noise_draws, *c[:, keep].shape)
+    if tau is None:
+        tau = torch.rand(r.shape[:3], generator=gen)
+        high = torch.rand(r.shape[:3], generator=gen) < cfg.high_noise_fraction
+        tau = torch.where(high, 0.9 + 0.1 * tau, tau)
+    if noise is None:
+        noise = torch.randn(r.shape, generator=gen)
+    tau, noise = tau.to(dev), noise.to(dev)
+    alpha, sigma = (t.unsqueeze(-1) for t in cosine_alpha_sigma(tau))
+    z = alpha * r + sigma * noise
+    v = alpha * noise - sigma * r
+    head_loss = F.mse_loss(model.head(z, tau, cond).float(), v)
+    return head_loss, prior_loss
+
+
+@torch.no_grad()
+def probe(model: CausalModel, batch: dict, cfg: CausalTrainConfig) -> dict[str, float]:
+    """Head loss with and without the notes (same noise) and the prior's L1, on a fixed batch."""
+    model.eval()
+    gen = torch.Generator().manual_seed(1234)
+    context = context_input(batch["mel"], gen, model.config.context_noise, 0.0)
+    draws = (cfg.noise_draws, batch["mel"].shape[0], cfg.crop - cfg.burn_in)
+    tau, noise = torch.rand(draws, generator=gen), torch.randn(*draws, N_MELS, generator=gen)
+    with_notes, prior = losses(model, batch, cfg, gen, tau, noise, context)
+    empty = dict(batch, slots=torch.zeros_like(batch["slots"]))
+    without, _ = losses(model, empty, cfg, gen, tau, noise, context)
+    model.train()
+    return {"probe_head": round(with_notes.item(), 5), "probe_head_no_notes": round(without.item(), 5),
+            "probe_prior_l1": round(prior.item(), 5)}
+
+
+def lone_note_levels(model: CausalModel, steps: int = 1, seed: int = 0) -> list[float]:
+    """Peak mel level (dB of the mel magnitude summed over bins) of one piano note (C4, 1 s) at each velocity of
+    LONE_VELOCITIES, 1.5 s apart, rendered frame by frame from silence."""
+    from live_synth.causal_stream import render_events
+
+    notes = np.array([[0.5 + 1.5 * i, 1.5 + 1.5 * i, 60, v, 0, 0, 0] for i, v in enumerate(LONE_VELOCITIES)])
+    mel = render_events(model, NoteEvents(notes), len(LONE_VELOCITIES) * 75 + 50, steps=steps, seed=seed)
+    return note_peaks_db(mel, notes[:, 0], notes[:, 1])
+
+
+def note_peaks_db(mel: np.ndarray, onsets: np.ndarray, releases: np.ndarray) -> list[float]:
+    """dB of the loudest frame (mel magnitude summed over bins) between each onset and its release."""
+    energy = np.exp(mel).sum(axis=1)
+    out = []
+    for on, off in zip(onsets, releases):
+        span = energy[int(on * 50) : max(int(off * 50), int(on * 50) + 1)]
+        out.append(round(float(20 * np.log10(span.max() + 1e-12)), 2))
+    return out
+
+
+def lr_at(step: int, cfg: CausalTrainConfig) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+
+
+def _save(out: Path, model: CausalModel, opt, step: int, cfg: CausalTrainConfig, gen: torch.Generator,
+          rng_state: dict) -> None:
+    tmp = out / (CKPT + ".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "train_config": dataclasses.asdict(cfg), "model_config": model.config.to_json(),
+                "torch_rng": gen.get_state(), "numpy_rng": rng_state}, tmp)
+    os.replace(tmp, out / CKPT)
+
+
+def _initial_weights(model: CausalModel, init: str) -> None:
+    path = Path(init)
+    if path.is_dir():
+        from live_synth.files import read_safetensors
+
+        state = {k: v.float() for k, v in read_safetensors(path / "model.safetensors")[0].items()}
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise LiveSynthError(f"{init}: weights do not fit this model ({str(exc).splitlines()[0]})") from None
+
+
+def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig(), minutes: float = 5.0,
+          max_steps: int | None = None, device: str = "cpu", precision: str = "bf16", progress=None,
+          model_config: CausalConfig | None = None, sampler: CropSampler | None = None) -> int:
+    """Train (or resume) for `minutes` or until `max_steps`; returns the step reached."""
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    resume = torch.load(out / CKPT, map_location="cpu", weights_only=False) if (out / CKPT).exists() else None
+    if resume:
+        cfg = CausalTrainConfig(**resume["train_config"])
+        model_cfg = CausalConfig.from_dict(json.loads(resume["model_config"]))
+    else:
+        model_cfg = model_config or CAUSAL_PRESETS[cfg.model]
+    if cfg.burn_in >= cfg.crop:
+        raise LiveSynthError(f"burn_in ({cfg.burn_in}) must be shorter than the crop ({cfg.crop})")
+    model = CausalModel(model_cfg, seed=cfg.seed).to(dev)
+    # The prior's tables learn faster than the rest (a regression started from a flat spectrum).
+    fast = [p for n, p in model.named_parameters() if n.startswith("prior.") or n in ("slots.pitch",)]
+    rest = [p for n, p in model.named_parameters() if not (n.startswith("prior.") or n in ("slots.pitch",))]
+    opt = torch.optim.AdamW([{"params": rest, "lr_scale": 1.0}, {"params": fast, "lr_scale": 3.0}], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    rng = np.random.default_rng([cfg.seed, 0])
+    if resume:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        step = resume["step"]
+        gen.set_state(resume["torch_rng"])
+        rng.bit_generator.state = resume["numpy_rng"]
+    elif cfg.init:
+        _initial_weights(model, cfg.init)
+    data = sampler or CropSampler(dataset, cfg.crop, cfg.burn_in, model_cfg.slots)
+    probe_batch = data.batch(np.random.default_rng([cfg.seed, 10**9]), min(cfg.batch_size, 16))
+    if precision not in ("bf16", "fp32"):
+        raise LiveSynthError(f"precision must be bf16 or fp32, not {precision!r}")
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    model.train()
+    start = last_save = time.monotonic()
+    deadline = start + minutes * 60
+    while time.monotonic() < deadline and (max_steps is None or step < max_steps):
+        batch = data.batch(rng, cfg.batch_size)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg) * group["lr_scale"]
+        with autocast:
+            head_loss, prior_loss = losses(model, batch, cfg, gen)
+            loss = head_loss + cfg.prior_weight * prior_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        if not math.isfinite(loss.item()):
+            raise RuntimeError(f"loss became {loss.item()} at step {step}")
+        if step % cfg.log_every == 0 or step == 1:
+            row = {"step": step, "seconds": round(time.monotonic() - start, 2), "loss": round(loss.item(), 5),
+                   "head": round(head_loss.item(), 5), "prior_l1": round(prior_loss.item(), 5),
+                   "lr": lr_at(step, cfg), "grad_norm": round(float(grad_norm), 4), "probe_head": "",
+                   "probe_head_no_notes": "", "probe_prior_l1": "", "lone_db": ""}
+            if step % cfg.probe_every == 0 or step == 1:
+                with autocast:
+                    row.update(probe(model, probe_batch, cfg))
+                model.eval()
+                row["lone_db"] = " ".join(f"{v:.1f}" for v in lone_note_levels(model))
+                model.train()
+            append_csv_row(out / LOG, row)
+            if progress:
+                progress(row)
+        if time.monotonic() - last_save > cfg.save_every_s:
+            _save(out, model, opt, step, cfg, gen, rng.bit_generator.state)
+            last_save = time.monotonic()
+    _save(out, model, opt, step, cfg, gen, rng.bit_generator.state)
+    return step
+
+
+def export(out: Path, target: Path, description: str = "", default_steps: int = 0) -> Path:
+    """The run's weights as a compact fp16 model folder (config.json + model.safetensors), what ships."""
+    from live_synth.model.checkpoint import save_causal_model
+
+    ckpt = torch.load(out / CKPT, map_location="cpu", weights_only=False)
+    cfg = CausalConfig.from_dict(json.loads(ckpt["model_config"]))
+    cfg = dataclasses.replace(cfg, description=description or f"trained by live-synth, {ckpt['step']} steps",
+                              default_steps=default_steps or cfg.default_steps)
+    model = CausalModel(cfg)
+    model.load_state_dict(ckpt["model"])
+    return save_causal_model(model, target)
