@@ -113,3 +113,40 @@ def render_events(model_or_engine, events: NoteEvents, frames: int, steps: int, 
             progress(i, length)
     mel = out[:, warmup:].reshape(-1, N_MELS)[:frames]
     return unscale(mel)
+
+
+class CausalLiveStream:
+    """The live worker's view of a `CausalStream` (`synth.LiveStream`): `hop` frames per call from the note state."""
+
+    can_rewind = True
+
+    def __init__(self, engine, steps: int, seed: int = 0, hop: int = 1, keep: int = 256):
+        from live_synth.model.frame_features import LOOKAHEAD_FRAMES
+
+        self.stream = CausalStream(engine, steps, seed, keep=keep)
+        self.hop, self.max_steps = hop, steps
+        self._lookahead = LOOKAHEAD_FRAMES
+
+    @property
+    def frame(self) -> int:
+        return self.stream.frame
+
+    @property
+    def steps(self) -> int:
+        return self.stream.steps
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        self.stream.steps = value
+
+    def generate(self, notes) -> np.ndarray:
+        return self.stream.generate(notes.events(), self.hop)
+
+    def rewind(self, frame: int) -> None:
+        self.stream.rewind(frame)
+
+    def earliest(self) -> int:
+        return self.stream.earliest()
+
+    def lookahead_frames(self) -> int:
+        return self._lookahead

@@ -11,34 +11,22 @@ import json
 import os
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 from live_synth import __version__
-from live_synth.errors import LiveSynthError, MidiError
+from live_synth.errors import LiveSynthError
 from live_synth.live.session import PlaySettings
 
-DEFAULT_MODEL = "default"
-FALLBACK_PRESET = "live"  # the shipped model's shape; used with random weights, and said so, if it is missing
-RENDER_STEPS = 8  # sampling steps when neither --steps nor the model's config (default_steps) says
-
-
-def packaged_path(name: str) -> Path:
-    return Path(str(resources.files("live_synth") / "assets" / name))
-
-
-def resolve_model_spec(spec: str) -> tuple[str, str | None]:
-    """(what to load, a warning to print or None). "default" is the shipped model when the package has one."""
-    if spec != DEFAULT_MODEL:
-        return spec, None
-    shipped = packaged_path("default_model")
-    if (shipped / "model.safetensors").is_file():
-        return str(shipped), None
-    return FALLBACK_PRESET, (
-        f"no trained default model is shipped yet: using RANDOM weights (preset '{FALLBACK_PRESET}') and "
-        "the Griffin-Lim vocoder. Expect noise shaped by the notes' timing, not music. "
-        "Pass --model PATH to use trained weights (e.g. a google/music-spectrogram-diffusion folder)."
-    )
+from live_synth.synth import (
+    DEFAULT_MODEL,
+    RENDER_STEPS,
+    SynthOptions,
+    check_engine_available,
+    load_song,
+    load_synth,
+    packaged_path,
+    resolve_model_spec,
+)
 
 
 def warn(message: str) -> None:
@@ -56,31 +44,12 @@ def check_output_folder(path: str | None) -> None:
         raise LiveSynthError(f"{path}: folder {folder} is not writable")
 
 
-def load_song(path: str, model_config, warnings: list[str]):
-    """The model's windows for a MIDI file; an overfull window adds a line to `warnings`."""
-    from live_synth.midi import apply_sustain, read_midi
-    from live_synth.render import song_windows
-
-    notes = read_midi(path)
-    if notes.is_empty:
-        raise MidiError(f"{path}: contains no notes")
-    song = song_windows(apply_sustain(notes), model_config)
-    if song.dropped_tokens:
-        warnings.append(f"{path}: {song.overflowed_segments} window(s) hold more than {model_config.max_tokens - 1} "
-                        f"tokens; {song.dropped_tokens} token(s) beyond the notes encoder's length were dropped")
-    return song
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from engines import load_engine
     from live_synth.audio import load_vocoder, save_spectrogram_png, write_wav_atomic
     from live_synth.constants import SAMPLE_RATE
-    from live_synth.model import load_model
-    from live_synth.render import render_mel
-    from live_synth.sampling.samplers import make_sampler
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,36 +58,36 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise LiveSynthError("render needs a MIDI file (or --demo)")
     check_output_folder(args.output)
     check_output_folder(args.spectrogram)
+    check_engine_available(args.engine)
+    from live_synth.sampling.samplers import make_sampler
+
     make_sampler(args.sampler, 1 if args.steps is None else args.steps)  # bad input fails before the model loads
-    spec, warning = resolve_model_spec(args.model)
-    loaded = load_model(spec, seed=args.seed)
-    args.steps = loaded.model.config.sampling_steps(args.steps, RENDER_STEPS)
-    sampler = make_sampler(args.sampler, args.steps)
-    warnings = [warning] if warning else []
-    if warning is None and loaded.random_weights:
-        warnings.append(f"model '{args.model}' is a preset with RANDOM weights: expect noise, not music")
-    song = load_song(midi_path, loaded.model.config, warnings)
-    vocoder = load_vocoder(args.vocoder or loaded.vocoder_path)
-    engine = load_engine(args.engine, loaded.model, device=args.device, dtype=args.dtype, root=args.engine_dir,
-                         cuda_graph=args.cuda_graph)
+    song = load_song(midi_path)
+    synth = load_synth(args.model, SynthOptions(
+        engine=args.engine, device=args.device, dtype=args.dtype, engine_dir=args.engine_dir,
+        cuda_graph=args.cuda_graph, steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed))
+    warnings = synth.warnings + synth.song_warnings(song, midi_path)
+    vocoder = load_vocoder(args.vocoder or synth.vocoder_path)
     for line in warnings:  # only once every input has been accepted: a bad input is one error line, nothing else
         warn(line)
 
     start = time.perf_counter()
-    with tqdm(total=len(song.segments), unit="segment", desc="render", file=sys.stderr,
-              disable=args.quiet) as bar:
-        mel = render_mel(engine, song.segments, sampler, args.guidance, torch.Generator().manual_seed(args.seed),
-                         on_segment=lambda done, total: bar.update(1), rolls=song.rolls)
+    with tqdm(total=1000, unit="‰", desc="render", file=sys.stderr, disable=args.quiet) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.update(round(1000 * done / max(total, 1)) - bar.n)
+
+        mel = synth.render(song, progress=progress)
+        bar.update(1000 - bar.n)
     audio = vocoder(mel)
     elapsed = time.perf_counter() - start
     write_wav_atomic(args.output, audio, SAMPLE_RATE)
     if args.spectrogram:
-        save_spectrogram_png(args.spectrogram, mel, title=f"{Path(midi_path).name} · {loaded.source} · "
-                             f"{args.sampler} {args.steps} steps")
+        save_spectrogram_png(args.spectrogram, mel, title=f"{Path(midi_path).name} · {synth.source} · "
+                             f"{synth.describe()}")
     seconds = len(audio) / SAMPLE_RATE
     if not args.quiet:
         print(f"wrote {args.output}: {seconds:.2f} s of audio in {elapsed:.2f} s "
-              f"({seconds / elapsed:.2f}x real time; model {loaded.source}, {args.sampler} x{args.steps}, "
+              f"({seconds / elapsed:.2f}x real time; model {synth.source}, {synth.describe()}, "
               f"vocoder {vocoder.name})", file=sys.stderr)
     return 0
 
@@ -167,7 +136,8 @@ def cmd_play(args: argparse.Namespace) -> int:
     settings = PlaySettings(
         model=args.model, midi_api=args.midi_api, midi_in=args.midi_in, midi_file=args.midi_file,
         audio_out=args.audio_out, steps=args.steps, hop=args.hop, sampler=args.sampler, strategy=args.strategy,
-        lead_ms=args.lead_ms, vocoder=args.vocoder, record=args.record, seed=args.seed, engine=args.engine,
+        lead_ms=args.lead_ms, ahead=args.ahead, delay_ms=args.delay_ms, period=args.period,
+        vocoder=args.vocoder, record=args.record, seed=args.seed, engine=args.engine,
         device=args.device, dtype=args.dtype, engine_dir=args.engine_dir, cuda_graph=args.cuda_graph,
         seconds=args.seconds, threads=args.threads, in_process=args.in_process,
     )
@@ -184,7 +154,9 @@ def cmd_play(args: argparse.Namespace) -> int:
     print(f"\nplayed {report.seconds:.1f} s: {report.ticks} ticks (median {report.tick_ms_median:.1f} ms, p99 "
           f"{report.tick_ms_p99:.1f} ms), late ticks {report.late_ticks}, ring underruns {report.underruns}, "
           f"device underflows {report.underflows}, MIDI received {report.midi_received} / dropped "
-          f"{report.midi_dropped}" + (f"; recorded {report.recorded}" if report.recorded else ""), file=sys.stderr)
+          f"{report.midi_dropped}, rollbacks {report.rollbacks} ({report.frames_regenerated} frames regenerated, "
+          f"{report.coalesced} events coalesced, {report.deferred} deferred), late events {report.late_events}"
+          + (f"; recorded {report.recorded}" if report.recorded else ""), file=sys.stderr)
     return 0
 
 
@@ -271,8 +243,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_output_folder(args.png)
     if len(args.model) > 1 or len(args.engine) > 1 or len(args.steps) > 1 or len(args.hop) > 1:
         raise LiveSynthError("bench latency measures one configuration per run (one --model/--engine/--steps/--hop)")
-    play_args = ["--model", args.model[0], "--engine", args.engine[0], "--hop", str(args.hop[0]),
-                 "--lead-ms", str(args.lead_ms), "--device", args.device, "--dtype", args.dtype]
+    play_args = ["--model", args.model[0], "--engine", args.engine[0], "--device", args.device, "--dtype", args.dtype]
+    play_args += ["--hop", str(args.hop[0])] if args.hop[0] else []
+    play_args += ["--lead-ms", str(args.lead_ms)] if args.lead_ms else []
+    play_args += ["--delay-ms", str(args.delay_ms)] if args.delay_ms else []
     play_args += ["--steps", str(args.steps[0])] if args.steps[0] else []
     play_args += (["--vocoder", args.vocoder] if args.vocoder else []) + \
         (["--threads", str(args.threads)] if args.threads else [])
@@ -317,11 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--model", default=DEFAULT_MODEL)
     play.add_argument("--steps", type=int, help="sampling steps per tick, lowered when ticks run late (default: the "
                       "model's own choice, else 4)")
-    play.add_argument("--hop", type=int, default=PlaySettings.hop, help="frames committed per tick (20 ms each)")
+    play.add_argument("--hop", type=int, help="frames per tick, 20 ms each (default: 1 for the causal family, 4 for "
+                      "the window family)")
     play.add_argument("--sampler", default="ddim", help="ddim | dpmpp")
     play.add_argument("--strategy", choices=["continuation", "inpaint"], help="default: by the model's window")
-    play.add_argument("--lead-ms", type=float, default=PlaySettings.lead_ms,
-                      help="audio kept generated ahead of the playhead")
+    play.add_argument("--lead-ms", type=float, help="audio kept generated ahead of the playhead (default: window "
+                      "family 200; causal family the delay + --ahead frames)")
+    play.add_argument("--ahead", type=int, default=PlaySettings.ahead,
+                      help="causal family: speculative frames past the delay, regenerated when a note arrives")
+    play.add_argument("--delay-ms", type=float, help="causal family: note-on -> sound leaving live-synth, constant "
+                      "(default: from the measured tick time; play prints it)")
+    play.add_argument("--period", type=int, default=PlaySettings.period,
+                      help="device frames per callback; a rollback never rewrites the next two periods")
     play.add_argument("--vocoder", help="griffin-lim, or a neural vocoder folder (default: the model's own)")
     play.add_argument("--record", help="also write what was played to this WAV file")
     play.add_argument("--seed", type=int, default=0)
@@ -352,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", default="float32")
     bench.add_argument("--steps", type=int, nargs="+", default=[0],
                        help="sampling steps (default 0: each model's own choice, as play uses it)")
-    bench.add_argument("--hop", type=int, nargs="+", default=[PlaySettings.hop])
-    bench.add_argument("--lead-ms", type=float, default=PlaySettings.lead_ms, help="latency: live-synth's ring lead")
+    bench.add_argument("--hop", type=int, nargs="+", default=[0], help="frames per tick (0: play's default)")
+    bench.add_argument("--lead-ms", type=float, help="latency: live-synth's ring lead (default: play's)")
+    bench.add_argument("--delay-ms", type=float, help="latency: the causal family's declared delay (default: play's)")
     bench.add_argument("--vocoder")
     bench.add_argument("--threads", type=int, default=0)
     bench.add_argument("--notes", type=int, default=40, help="latency: notes per synthesizer")

@@ -25,7 +25,8 @@ import soundfile as sf
 import torch
 
 from live_synth import __version__
-from live_synth.cli import main, packaged_path
+from live_synth.cli import main
+from live_synth.synth import packaged_path
 from live_synth.constants import SAMPLE_RATE, SEGMENT_SAMPLES
 from live_synth.midi import EOS_ID, PAD_ID, tokenize_midi
 from live_synth.model import ModelConfig, SpectrogramDiffusion, preset, save_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from live_synth.cli import packaged_path
+from live_synth.synth import packaged_path
 from live_synth.errors import MidiError
 from live_synth.live.midi_file import MidiFileSource, midi_file_events
 

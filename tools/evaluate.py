@@ -51,7 +51,8 @@ from engines import load_engine  # noqa: E402
 from live_synth.provenance import machine, revision  # noqa: E402
 from live_synth.audio import GriffinLimVocoder, load_vocoder, log_mel  # noqa: E402
 from live_synth.files import atomic_output  # noqa: E402
-from live_synth.cli import resolve_model_spec, warn  # noqa: E402
+from live_synth.cli import warn  # noqa: E402
+from live_synth.synth import resolve_model_spec  # noqa: E402
 from live_synth.constants import FRAME_RATE, HOP, LOG_MEL_MAX, LOG_MEL_MIN, N_MELS, SAMPLE_RATE  # noqa: E402
 from live_synth.errors import LiveSynthError  # noqa: E402
 from live_synth.midi import apply_sustain, read_midi  # noqa: E402

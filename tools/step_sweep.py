@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engines import load_engine  # noqa: E402
-from live_synth.cli import load_song, resolve_model_spec  # noqa: E402
+from live_synth.render import song_windows  # noqa: E402
+from live_synth.synth import load_song, resolve_model_spec  # noqa: E402
 from live_synth.model import load_model  # noqa: E402
 from live_synth.provenance import machine, revision  # noqa: E402
 from live_synth.render import render_mel  # noqa: E402
@@ -51,7 +52,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     spec, _ = resolve_model_spec(args.model)
     loaded = load_model(spec)
-    song = load_song(args.midi, loaded.model.config, [])
+    song = song_windows(load_song(args.midi), loaded.model.config)
     segments = song.segments[: args.segments]
     rolls = song.rolls[: args.segments] if song.rolls else None
     engine = load_engine(args.engine, loaded.model)

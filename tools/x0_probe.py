@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from live_synth.audio import save_spectrogram_rows_png  # noqa: E402
 from live_synth.audio.features import scale_features  # noqa: E402
-from live_synth.cli import resolve_model_spec  # noqa: E402
+from live_synth.synth import resolve_model_spec  # noqa: E402
 from live_synth.errors import LiveSynthError  # noqa: E402
 from live_synth.midi.pianoroll import pianoroll  # noqa: E402
 from live_synth.model import load_model  # noqa: E402

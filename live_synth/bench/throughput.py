@@ -1,12 +1,14 @@
 """`live-synth bench throughput`: offline real-time factor and per-tick compute, per engine × model × steps × hop.
 
-Every configuration runs in one process, one after the other, on the same input (the packaged demo MIDI's windows):
-- encode, cold: notes encoder + context encoder + cross-attention memory for a window whose tokens changed;
-- encode, warm: the same with the tokens unchanged (the notes encoder's output reused, as in most live ticks);
-- decoder step: one denoise call (batch 1, the model's window);
+Every configuration runs in one process, one after the other, on the same input (the packaged demo MIDI):
+- encode, cold / warm (window family): notes + context encoders and the cross-attention memory for a window whose
+  tokens changed / did not (the notes encoder's output reused, as in most live ticks); the causal family has none;
+- step: one decoder denoise call (window family, batch 1, its window) or one frame step with its sampling steps
+  (causal family: backbone + head, batch 1);
 - vocoder: the streaming vocoder for one hop of frames;
-- tick: `LiveGenerator.tick` (encode + steps decoder passes + bookkeeping) + vocoder for one hop, on a held chord;
-- offline: `render_mel` over the demo's windows + vocoding, as audio seconds per wall second (real-time factor).
+- tick: the live stream's `generate` (what the worker calls: note state -> frames) + vocoder for one hop, on a held
+  chord;
+- offline: `Synth.render` of the demo + vocoding, as audio seconds per wall second (real-time factor).
 Each operation is warmed up first; medians (and the tick's p99) over repeats are reported.
 """
 
@@ -51,7 +53,7 @@ class ThroughputRow:
                 f"(budget {self.tick_budget_ms:.0f}) | {self.offline_rtf:.1f}x |")
 
 
-TABLE_HEAD = ("| model | engine | steps | hop | encode cold / warm (ms) | decoder step (ms) | vocoder per hop (ms) | "
+TABLE_HEAD = ("| model | engine | steps | hop | encode cold / warm (ms) | step (ms) | vocoder per hop (ms) | "
               "tick p50 / p99 (ms) | offline RTF |\n|---|---|---|---|---|---|---|---|---|")
 
 
@@ -67,25 +69,65 @@ def _median_ms(fn, repeats: int) -> float:
 def measure(model_spec: str, engine_name: str, steps: int, hop: int, device: str = "cpu", dtype: str = "float32",
             repeats: int = 20, ticks: int = 40, engine_dir: str | None = None, vocoder_spec: str | None = None,
             sampler: str = "ddim") -> ThroughputRow:
-    from engines import load_engine
     from live_synth.audio import load_vocoder
-    from live_synth.cli import load_song, packaged_path, resolve_model_spec
-    from live_synth.live.generator import LiveGenerator, LivePolicy
-    from live_synth.live.session import PLAY_STEPS
+    from live_synth.live.notes import NoteState
     from live_synth.live.vocode import streaming_vocoder
-    from live_synth.midi import Note, NoteSequence
-    from live_synth.model import load_model
-    from live_synth.render import context_window, real_length, render_mel
-    from live_synth.sampling.samplers import make_sampler
+    from live_synth.synth import SynthOptions, load_song, load_synth, packaged_path
 
-    spec, _ = resolve_model_spec(model_spec)
-    loaded = load_model(spec)
-    cfg = loaded.model.config
-    steps = cfg.sampling_steps(steps or None, PLAY_STEPS)  # 0: what `play` would use for this model
-    params = loaded.model.parameter_counts()["total"] / 1e6
-    engine = load_engine(engine_name, loaded.model, device=device, dtype=dtype, root=engine_dir)
-    engine.warm_up()
-    song = load_song(str(packaged_path("demo.mid")), cfg, [])
+    synth = load_synth(model_spec, SynthOptions(engine=engine_name, device=device, dtype=dtype,
+                                                engine_dir=engine_dir, steps=steps or None, sampler=sampler))
+    causal = synth.family == "causal"
+    hop = hop or (1 if causal else 4)
+    stream = synth.live_stream(hop)
+    params = sum(p.numel() for p in synth.model.parameters()) / 1e6
+    synth.warm_up()
+    engine = synth.engine
+    nan = float("nan")
+    if causal:
+        from live_synth.model.frame_features import FEATURES
+
+        encode_cold = encode_warm = nan
+        rng = np.random.default_rng(0)
+        state = engine.initial_state()
+        slots = np.zeros((1, synth.config.slots, FEATURES), np.float32)
+        prev = rng.uniform(-1, 0, (1, 128)).astype(np.float32)
+        noise = rng.standard_normal((1, 2, 128)).astype(np.float32)
+        step = _median_ms(lambda: engine.step(slots, prev, state, noise, stream.steps), repeats)
+    else:
+        encode_cold, encode_warm, step = _window_parts(synth, repeats)
+
+    vocoder = load_vocoder(vocoder_spec or synth.vocoder_path)
+    vstream = streaming_vocoder(vocoder)
+    frames = np.random.default_rng(0).uniform(-6, 1, (hop, 128)).astype(np.float32)
+    vstream(frames)
+    vocoder_ms = _median_ms(lambda: vstream(frames), repeats)
+
+    notes = NoteState()
+    for pitch in (60, 64, 67):
+        notes.apply(0.0, [0x90, pitch, 90])
+    tick_times = []
+    for i in range(ticks + 2):
+        start = time.perf_counter()
+        vstream(stream.generate(notes))
+        if i >= 2:
+            tick_times.append((time.perf_counter() - start) * 1e3)
+
+    song = load_song(str(packaged_path("demo.mid")))
+    start = time.perf_counter()
+    audio = vocoder(synth.render(song))
+    rtf = len(audio) / SAMPLE_RATE / (time.perf_counter() - start)
+    return ThroughputRow(synth.source, engine_name, device, dtype, stream.steps, hop, round(params, 2), encode_cold,
+                         encode_warm, step, vocoder_ms, float(np.percentile(tick_times, 50)),
+                         float(np.percentile(tick_times, 99)), hop / FRAME_RATE * 1e3, rtf, vstream.name)
+
+
+def _window_parts(synth, repeats: int) -> tuple[float, float, float]:
+    """(encode cold, encode warm, decoder step) in ms for the window family, on the demo's windows."""
+    from live_synth.render import context_window, real_length, song_windows
+    from live_synth.synth import load_song, packaged_path
+
+    cfg, engine = synth.config, synth.engine
+    song = song_windows(load_song(str(packaged_path("demo.mid"))), cfg)
     gen = torch.Generator().manual_seed(0)
     windows = [torch.tensor([list(s[: real_length(s)])]) for s in song.segments]
     rolls = [torch.from_numpy(r)[None] for r in song.rolls] if song.rolls else [None] * len(windows)
@@ -102,31 +144,7 @@ def measure(model_spec: str, engine_name: str, steps: int, hop: int, device: str
     memory = engine.encode(windows[0], context, mask, roll=rolls[0])
     encode_warm = _median_ms(lambda: engine.encode(windows[0], context, mask, roll=rolls[0]), repeats)
     z = torch.randn(1, cfg.target_length, 128, generator=gen)
-    step = _median_ms(lambda: engine.denoise(z, 0.5, memory), repeats)
-
-    vocoder = load_vocoder(vocoder_spec or loaded.vocoder_path)
-    stream = streaming_vocoder(vocoder)
-    frames = np.random.default_rng(0).uniform(-6, 1, (hop, 128)).astype(np.float32)
-    stream(frames)
-    vocoder_ms = _median_ms(lambda: stream(frames), repeats)
-
-    live = LiveGenerator(engine, LivePolicy(hop=hop, steps=steps, sampler=sampler), seed=0)
-    chord = NoteSequence.from_notes([Note(pitch=p, velocity=90, start=0.0, end=1e4, program=0) for p in (60, 64, 67)])
-    tick_times = []
-    for i in range(ticks + 2):
-        start = time.perf_counter()
-        new, _ = live.tick(chord)
-        stream(new)
-        if i >= 2:
-            tick_times.append((time.perf_counter() - start) * 1e3)
-
-    start = time.perf_counter()
-    mel = render_mel(engine, song.segments, make_sampler(sampler, steps), generator=gen, rolls=song.rolls)
-    audio = vocoder(mel)
-    rtf = len(audio) / SAMPLE_RATE / (time.perf_counter() - start)
-    return ThroughputRow(loaded.source, engine_name, device, dtype, steps, hop, round(params, 2), encode_cold,
-                         encode_warm, step, vocoder_ms, float(np.percentile(tick_times, 50)),
-                         float(np.percentile(tick_times, 99)), hop / FRAME_RATE * 1e3, rtf, stream.name)
+    return encode_cold, encode_warm, _median_ms(lambda: engine.denoise(z, 0.5, memory), repeats)
 
 
 def run_throughput_bench(models: list[str], engines: list[str], steps: list[int], hops: list[int],

@@ -51,6 +51,10 @@ class TickReport:
 
 
 class LiveGenerator:
+    """The window family's `synth.LiveStream`: `hop` frames per call, no rewind (events are stamped instead)."""
+
+    can_rewind = False
+
     def __init__(self, engine: Engine, policy: LivePolicy, seed: int = 0):
         cfg = engine.config
         if policy.strategy not in STRATEGIES:
@@ -59,6 +63,7 @@ class LiveGenerator:
             raise LiveSynthError(f"hop must be 1..{cfg.target_length} frames for this model, got {policy.hop}")
         self.engine, self.policy, self.cfg = engine, policy, cfg
         self.steps = policy.steps  # lowered by the worker when ticks run late
+        self.max_steps, self.hop = policy.steps, policy.hop
         self.tok_cfg = tokenizer_config(cfg)
         self.committed = torch.zeros(0, N_MELS)  # the tail of the committed frames, bounded (see _trim)
         self.dropped = 0  # committed frames no longer kept
@@ -89,6 +94,19 @@ class LiveGenerator:
         if self.policy.strategy == "continuation":
             return self.frame
         return max(0, self.frame + self.policy.hop - self.cfg.target_length)
+
+    def generate(self, notes) -> np.ndarray:
+        """The next `hop` frames from a `live.notes.NoteState` (held notes sound to the window's end)."""
+        return self.tick(notes.snapshot(now=self.frame / FRAME_RATE, horizon=self.horizon_s()))[0]
+
+    def rewind(self, frame: int) -> None:
+        raise NotImplementedError("the window family cannot rewind: its windows see the future")
+
+    def earliest(self) -> int:
+        return self.frame
+
+    def lookahead_frames(self) -> int:
+        return self.cfg.target_length
 
     def tick(self, notes: NoteSequence) -> tuple[np.ndarray, TickReport]:
         """Generate and commit the next `hop` log-mel frames [hop, 128] for `notes` (times in session seconds)."""

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from live_synth.cli import packaged_path
+from live_synth.synth import packaged_path
 from live_synth.live.session import PlaySettings
 from tests.jack_cases.live_io import TAG, Capture, _wait, jack, jack_server, rtmidi  # noqa: F401  (fixture)
 

@@ -1,0 +1,242 @@
+"""One interface between the model families and what uses them: `render`, `play`, `bench` and the tools.
+
+    synth = load_synth("default", SynthOptions(engine="onnx"))
+    mel = synth.render(notes)                 # a whole song, offline
+    stream = synth.live_stream(hop=4)         # the live worker's generator
+
+Two families sit behind it, siblings (architecture.md):
+- `WindowSynth`: the T5 encoders + FiLM decoder of the published weights (and the project's first default model):
+  token windows, a sampler over whole windows, live by continuation or inpainting (`live/generator.py`);
+- `CausalSynth`: the causal frame model (`model/causal.py`): one frame per engine step, live one frame at a time
+  with rewind for rollback (`causal_stream.py`).
+Neither the CLI, the live worker nor the benchmarks branch on the family; they call this.
+
+Also here, below the CLI so that imports run one way: which model "default" means (`resolve_model_spec`), the
+package's own files (`packaged_path`) and reading a song (`load_song`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from live_synth.constants import FRAME_RATE, HOP, SAMPLE_RATE
+from live_synth.errors import LiveSynthError, MidiError
+from live_synth.midi import NoteSequence
+
+DEFAULT_MODEL = "default"
+FALLBACK_PRESET = "live"  # the shipped model's shape; used with random weights, and said so, if it is missing
+RENDER_STEPS = 8  # sampling steps when neither --steps nor the model's config (default_steps) says (window family)
+PLAY_STEPS = 4
+
+
+def packaged_path(name: str) -> Path:
+    return Path(str(resources.files("live_synth") / "assets" / name))
+
+
+def resolve_model_spec(spec: str) -> tuple[str, str | None]:
+    """(what to load, a warning to print or None). "default" is the shipped model when the package has one."""
+    if spec != DEFAULT_MODEL:
+        return spec, None
+    shipped = packaged_path("default_model")
+    if (shipped / "model.safetensors").is_file():
+        return str(shipped), None
+    return FALLBACK_PRESET, (
+        f"no trained default model is shipped yet: using RANDOM weights (preset '{FALLBACK_PRESET}') and "
+        "the Griffin-Lim vocoder. Expect noise shaped by the notes' timing, not music. "
+        "Pass --model PATH to use trained weights (e.g. a google/music-spectrogram-diffusion folder)."
+    )
+
+
+def load_song(path: str) -> NoteSequence:
+    """A MIDI file's notes with the sustain pedal applied; one-line MidiError if it has none."""
+    from live_synth.midi import apply_sustain, read_midi
+
+    notes = read_midi(path)
+    if notes.is_empty:
+        raise MidiError(f"{path}: contains no notes")
+    return apply_sustain(notes)
+
+
+def song_frames(ns: NoteSequence) -> int:
+    """Frames a render of `ns` has: the reference's count, one past the last note's end."""
+    return int(ns.total_time * SAMPLE_RATE) // HOP + 1
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    engine: str = "torch"
+    device: str = "cpu"
+    dtype: str = "float32"
+    engine_dir: str | None = None
+    cuda_graph: bool = False
+    steps: int | None = None  # None: the model's default_steps, else the family's fallback
+    sampler: str = "dpmpp"  # window family only
+    guidance: float = 1.0  # window family only
+    seed: int = 0
+    chunks: int = 0  # causal render: songs cut into this many chunks rendered as one batch (0: by length)
+
+
+class LiveStream(Protocol):
+    """What the live worker drives (generation thread only)."""
+
+    frame: int  # the next frame to generate
+    hop: int  # frames per `generate`
+    steps: int  # sampling steps now (the worker lowers it when ticks run late)
+    max_steps: int
+    can_rewind: bool
+
+    def generate(self, notes) -> np.ndarray:
+        """The next `hop` log-mel frames [hop, 128] from a `live.notes.NoteState`."""
+
+    def rewind(self, frame: int) -> None:
+        """Regenerate from `frame` on (only where `can_rewind`)."""
+
+    def earliest(self) -> int:
+        """The oldest frame `rewind` accepts."""
+
+    def lookahead_frames(self) -> int:
+        """How far past a frame's start its notes must be known, in frames."""
+
+
+class Synth:
+    family: str
+    steps: int
+
+    def __init__(self, loaded, options: SynthOptions, warning: str | None):
+        self.loaded, self.options = loaded, options
+        self.model, self.config = loaded.model, loaded.model.config
+        self.warnings = [warning] if warning else []
+        if warning is None and loaded.random_weights:
+            self.warnings.append(f"model {loaded.source!r} has RANDOM weights: expect noise, not music")
+
+    @property
+    def source(self) -> str:
+        return self.loaded.source
+
+    @property
+    def vocoder_path(self):
+        return self.loaded.vocoder_path
+
+    def render(self, ns: NoteSequence, progress=None) -> np.ndarray:
+        """Natural-log mel [frames, 128] of a song (sustain applied)."""
+        raise NotImplementedError
+
+    def song_warnings(self, ns: NoteSequence, name: str) -> list[str]:
+        return []
+
+    def live_stream(self, hop: int, strategy: str | None = None) -> LiveStream:
+        raise NotImplementedError
+
+    def warm_up(self) -> None:
+        self.engine.warm_up()
+
+    def describe(self) -> str:
+        return f"{self.family} family, {self.steps} steps, engine {self.engine.name}"
+
+
+class WindowSynth(Synth):
+    family = "window"
+
+    def __init__(self, loaded, options: SynthOptions, warning: str | None):
+        from engines import load_engine
+        from live_synth.sampling.samplers import make_sampler
+
+        super().__init__(loaded, options, warning)
+        make_sampler(options.sampler, 1)  # an unknown sampler is one line, before the engine is built
+        self.steps = self.config.sampling_steps(options.steps, RENDER_STEPS)
+        self.engine = load_engine(options.engine, self.model, device=options.device, dtype=options.dtype,
+                                  root=options.engine_dir, cuda_graph=options.cuda_graph)
+        self._songs: dict[int, object] = {}
+
+    def _windows(self, ns: NoteSequence):
+        from live_synth.render import song_windows
+
+        key = id(ns)
+        if key not in self._songs:
+            self._songs = {key: song_windows(ns, self.config)}
+        return self._songs[key]
+
+    def song_warnings(self, ns: NoteSequence, name: str) -> list[str]:
+        song = self._windows(ns)
+        if not song.dropped_tokens:
+            return []
+        return [f"{name}: {song.overflowed_segments} window(s) hold more than {self.config.max_tokens - 1} tokens; "
+                f"{song.dropped_tokens} token(s) beyond the notes encoder's length were dropped"]
+
+    def render(self, ns: NoteSequence, progress=None) -> np.ndarray:
+        import torch
+
+        from live_synth.render import render_mel
+        from live_synth.sampling.samplers import make_sampler
+
+        song = self._windows(ns)
+        o = self.options
+        return render_mel(self.engine, song.segments, make_sampler(o.sampler, self.steps), o.guidance,
+                          torch.Generator().manual_seed(o.seed), on_segment=progress, rolls=song.rolls)
+
+    def live_stream(self, hop: int, strategy: str | None = None, sampler: str = "ddim") -> LiveStream:
+        from live_synth.live.generator import LiveGenerator, LivePolicy
+
+        strategy = strategy or ("inpaint" if self.config.target_length >= 256 else "continuation")
+        steps = self.config.sampling_steps(self.options.steps, PLAY_STEPS)
+        return LiveGenerator(self.engine, LivePolicy(hop, steps, sampler, strategy, self.options.guidance),
+                             seed=self.options.seed)
+
+    def describe(self) -> str:
+        return f"window family, {self.options.sampler} {self.steps} steps, engine {self.engine.name}"
+
+
+class CausalSynth(Synth):
+    family = "causal"
+
+    def __init__(self, loaded, options: SynthOptions, warning: str | None):
+        from engines.frame import load_frame_engine
+
+        super().__init__(loaded, options, warning)
+        self.steps = self.config.sampling_steps(options.steps)
+        self.engine = load_frame_engine(options.engine, self.model, device=options.device, dtype=options.dtype,
+                                        root=options.engine_dir)
+
+    def warm_up(self) -> None:
+        self.engine.warm_up(self.steps)
+
+    def render(self, ns: NoteSequence, progress=None) -> np.ndarray:
+        from live_synth.causal_stream import render_events
+        from live_synth.midi.events import NoteEvents
+
+        frames = song_frames(ns)
+        chunks = self.options.chunks or max(1, min(8, frames // (20 * FRAME_RATE)))  # about 20 s per chunk
+        return render_events(self.engine, NoteEvents.from_sequence(ns), frames, self.steps, self.options.seed,
+                             chunks=chunks, progress=progress)
+
+    def live_stream(self, hop: int = 1, strategy: str | None = None, sampler: str | None = None) -> LiveStream:
+        from live_synth.causal_stream import CausalLiveStream
+
+        return CausalLiveStream(self.engine, self.steps, self.options.seed, hop=hop)
+
+
+def load_synth(spec: str, options: SynthOptions = SynthOptions()) -> Synth:
+    """The synth for a model spec (a folder, a preset, or "default"); one-line errors for bad models or engines."""
+    from live_synth.model import load_model
+    from live_synth.model.causal import CausalModel
+
+    path, warning = resolve_model_spec(spec)
+    loaded = load_model(path, seed=options.seed)
+    cls = CausalSynth if isinstance(loaded.model, CausalModel) else WindowSynth
+    return cls(loaded, options, warning)
+
+
+def check_engine_available(name: str) -> None:
+    """A missing optional package for an engine is one line with the install hint, before any work."""
+    if name == "onnx":
+        for module in ("onnx", "onnxruntime"):
+            try:
+                __import__(module)
+            except ImportError:
+                raise LiveSynthError(f"--engine onnx needs the onnx extra: pip install 'live-synth[onnx]' "
+                                     f"(missing {module})") from None
