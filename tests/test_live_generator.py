@@ -100,8 +100,17 @@ def test_live_level_tool_runs_the_worker_on_a_virtual_clock(tmp_path, capsys):
     out = capsys.readouterr().out
     runs = [line.split() for line in out.splitlines() if line.startswith("m ")]
     assert [r[1] for r in runs] == ["offline", "live", "live"] and [r[3] for r in runs[1:]] == ["16", "4"]
-    assert runs[0][-3:] == ["1.00", "1.00", "1.00"]
-    assert all(float(v) > 0 for r in runs for v in r[-6:-3]), "every run made sound"
+    assert runs[0][-4:] == ["1.00", "1.00", "1.00", "+0.00"]
+    assert all(float(v) > 0 for r in runs for v in (r[2:5] if r[1] == "offline" else r[4:7])), "all made sound"
     assert png.stat().st_size > 5000
     assert live_level.main(["--model", str(tmp_path / "missing")]) == 2
     assert "live_level: error" in capsys.readouterr().err
+    # the causal family: one live run, rolled back into, at the offline level (the same frame loop)
+    from live_synth.model.causal import CAUSAL_PRESETS, CausalModel
+    from live_synth.model.checkpoint import save_causal_model
+
+    save_causal_model(CausalModel(CAUSAL_PRESETS["causal-tiny"], seed=1), tmp_path / "c")
+    assert live_level.main(["--model", str(tmp_path / "c")]) == 0
+    runs = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("c ")]
+    assert [r[1] for r in runs] == ["offline", "live"] and runs[1][11:13] == ["rollbacks", "13,"]
+    assert runs[1][-1] == "0"  # no late events

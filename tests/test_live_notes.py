@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from live_synth.live.notes import NoteState
@@ -105,7 +106,7 @@ def test_latch_keeps_a_note_shorter_than_a_frame():
 
 def test_garbage_and_unused_messages_are_counted_not_fatal():
     s = NoteState()
-    for msg in ([], [0xF8], [0xE0, 0, 64], [0x80, 60, 0], [0xB0, 1, 64], [0x90]):
+    for msg in ([], [0xF8], [0xD0, 64], [0x80, 60, 0], [0xB0, 74, 64], [0x90]):
         s.apply(0.0, msg)
     assert s.stats.messages == 6 and s.stats.ignored == 6 and s.sounding() == []
 
@@ -116,3 +117,19 @@ def test_old_finished_notes_are_pruned():
     s.apply(1.0, off(0, 60))
     s.apply(9.0, on(0, 62))
     assert [n[0] for n in notes(s, now=10.0)] == [62]
+
+
+def test_controllers_reach_the_causal_features_as_a_midi_file_would():
+    """Live messages go through the same controller interpretation as a file: RPN 0 bend range, bend, CC7."""
+    from live_synth.midi.events import BEND, VOLUME
+
+    s = NoteState()
+    for t, msg in [(0.0, [0xB1, 101, 0]), (0.0, [0xB1, 100, 0]), (0.0, [0xB1, 6, 12]), (0.1, [0x91, 60, 100]),
+                   (0.5, [0xE1, 0x7F, 0x7F]), (0.6, [0xB1, 7, 64]), (0.7, [0xE0, 0, 0])]:
+        s.apply(t, msg)
+    events = s.events()
+    assert events.notes.shape == (1, 7) and events.notes[0, 1] == float("inf") and events.notes[0, 6] == 1
+    values = events.values_at(1, np.array([0.2, 0.55, 0.65]))
+    assert values[0, BEND] == 0 and values[1, BEND] == pytest.approx(12 * 8191 / 8192)
+    assert values[2, VOLUME] == pytest.approx(64 / 127)
+    assert events.values_at(0, np.array([0.8]))[0, BEND] == pytest.approx(-2.0)  # channel 0 kept the default range

@@ -1,4 +1,5 @@
-"""The generation worker's logic with in-process stand-ins for MIDI and audio (the JACK tests cover the real I/O)."""
+"""The generation worker's logic with in-process stand-ins for MIDI and the device (the JACK tests cover real I/O):
+the window family's stamping, and the causal family's rollback against an offline render of the same notes."""
 
 from __future__ import annotations
 
@@ -6,19 +7,29 @@ import dataclasses
 import time
 
 import numpy as np
+import pytest
 
+from engines.frame import TorchFrameEngine
 from engines.torch_engine import TorchEngine
+from live_synth.causal_stream import CausalLiveStream, render_events
+from live_synth.constants import HOP
+from live_synth.live.audio_out import OutputFeed, Resampler
 from live_synth.live.generator import LiveGenerator, LivePolicy
 from live_synth.live.ring import SpscRing
 from live_synth.live.worker import GenerationWorker
+from live_synth.midi.events import NoteEvents
+from live_synth.model.causal import CAUSAL_PRESETS, CausalModel
 from live_synth.model.config import preset
 from live_synth.model.network import SpectrogramDiffusion
 
 CFG = dataclasses.replace(preset("tiny"), target_length=16, context_length=16, max_tokens=64, pianoroll=True,
                           num_velocity_bins=16, slakh_programs=False)
+RATE = 16000
 
 
 class ListSource:
+    wake_fd = None
+
     def __init__(self):
         self.pending: list = []
 
@@ -26,48 +37,83 @@ class ListSource:
         out, self.pending = self.pending, []
         return out
 
+    def next_due(self):
+        return None
 
-def make_worker(lead_s=0.4, steps=2):
+
+class MelVocoder:
+    """A stand-in streaming vocoder with a look-ahead of one frame and a state: frame f's samples carry the mean
+    of frame f - 1 plus a running count, so a wrong restore shows."""
+
+    delay_samples = HOP
+
+    def __init__(self):
+        self.state = (np.zeros(1, np.float32) - 11.5, 0)
+
+    def __call__(self, frames):
+        held, count = self.state
+        means = np.concatenate([held, frames.mean(axis=1)])
+        out = np.repeat(means[:-1], HOP).astype(np.float32) / 100 + count * 1e-6
+        self.state = (means[-1:], count + len(frames))
+        return out
+
+    def snapshot(self):
+        return self.state
+
+    def restore(self, state):
+        self.state = state
+
+
+def window_worker(lead_s=0.4, steps=2):
     model = SpectrogramDiffusion(CFG).eval()
     gen = LiveGenerator(TorchEngine(model), LivePolicy(hop=8, steps=steps), seed=0)
     ring = SpscRing(16000)
-    written = []
-
-    def push(audio):
-        n = ring.write(audio)
-        written.append(audio[:n])
-        return n
-
-    worker = GenerationWorker(gen, ListSource(), vocode=lambda f: np.full(len(f) * 320, 0.1, np.float32),
-                              ring=ring, push=push, lead_s=lead_s, ring_rate=16000, clock=lambda: 100.0)
+    worker = GenerationWorker(gen, ListSource(), MelVocoder(), OutputFeed(ring, Resampler(RATE)), lead_s=lead_s,
+                              clock=lambda: 100.0)
     worker.start_time = 100.0
-    return worker, ring, written
+    return worker, ring
 
 
-def test_worker_fills_the_ring_to_the_lead_target_and_stops_cleanly():
-    worker, ring, written = make_worker(lead_s=0.4)
+def causal_worker(delay_s=0.06, lead_s=0.16, guard=320):
+    model = CausalModel(CAUSAL_PRESETS["causal-tiny"], seed=5).eval()
+    stream = CausalLiveStream(TorchFrameEngine(model), steps=1, seed=3)
+    ring = SpscRing(1 << 15, guard=guard)
+    worker = GenerationWorker(stream, ListSource(), MelVocoder(), OutputFeed(ring, Resampler(RATE), crossfade=0),
+                              lead_s=lead_s, delay_s=delay_s, clock=lambda: 100.0)
+    worker.start_time = 100.0
+    return worker, ring, model
+
+
+def consume(ring: SpscRing, samples: int) -> np.ndarray:
+    out = np.empty((samples, 1), np.float32)
+    ring.read_into(out)
+    return out[:, 0]
+
+
+def test_window_worker_fills_the_ring_to_the_lead_target_and_stops_cleanly():
+    worker, ring = window_worker(lead_s=0.4)
     worker.start()
     deadline = time.monotonic() + 20
-    while ring.available() < 0.4 * 16000 and time.monotonic() < deadline:
+    while ring.available() < 0.4 * RATE and time.monotonic() < deadline:
         time.sleep(0.01)
     worker.stop()
     assert not worker.is_alive() and worker.stats.error == ""
-    assert 0.4 * 16000 <= ring.available() < 0.4 * 16000 + 8 * 320 + 1  # at most one hop past the target
-    assert sum(len(a) for a in written) == ring.available()
+    assert 0.4 * RATE <= ring.available() < 0.4 * RATE + 8 * 320 + 1  # at most one hop past the target
 
 
-def test_an_event_for_already_committed_audio_is_moved_to_the_committed_end():
-    worker, _, _ = make_worker()
+def test_window_family_moves_an_event_for_committed_audio_to_the_committed_end():
+    worker, _ = window_worker()
     worker.tick()
     worker.tick()  # 16 frames = 0.32 s committed
     worker.midi.pending = [(100.05, [0x90, 60, 100])]  # arrived at audio time 0.05 s
     worker.apply_midi()
     (note,) = worker.notes.sounding()
     assert note.start == 16 / 50 and worker.stats.late_events == 1 and worker.stats.active_notes == 1
+    assert worker.stats.rollbacks == 0
 
 
 def test_release_all_ends_every_sounding_note():
-    worker, _, _ = make_worker()
+    worker, _ = window_worker()
     worker.midi.pending = [(100.0, [0x90, 60, 100]), (100.0, [0x99, 36, 100]), (100.0, [0x91, 64, 90])]
     worker.apply_midi()
     assert worker.stats.active_notes == 2
@@ -77,12 +123,85 @@ def test_release_all_ends_every_sounding_note():
 
 
 def test_late_ticks_lower_the_steps_and_on_time_ticks_give_them_back():
-    worker, _, _ = make_worker(steps=4)
+    worker, _ = window_worker(steps=4)
     for _ in range(3):
         worker._account(compute_ms=200.0, budget_ms=160.0)
-    assert worker.generator.steps == 1 and worker.stats.late_ticks == 3
+    assert worker.stream.steps == 1 and worker.stats.late_ticks == 3
     worker._account(compute_ms=10.0, budget_ms=160.0)
-    assert worker.generator.steps == 1
+    assert worker.stream.steps == 1
     for _ in range(worker.recover_after):
         worker._account(compute_ms=10.0, budget_ms=160.0)
-    assert worker.generator.steps == 2 and worker.stats.steps == 2
+    assert worker.stream.steps == 2 and worker.stats.steps == 2
+
+
+def fill(worker, ring):
+    while worker.ahead_s() < worker.lead_s:
+        worker.tick()
+
+
+def test_rollback_makes_the_ring_hold_exactly_the_offline_render_of_the_notes():
+    worker, ring, model = causal_worker()
+    fill(worker, ring)
+    played = [consume(ring, 4 * HOP)]  # the device has played 80 ms
+    fill(worker, ring)
+    speculative = ring.peek(ring.read_index, ring.available())
+    worker.midi.pending = [(100.09, [0x90, 64, 110])]  # a note-on at wall time 90 ms
+    worker.apply_midi()
+    assert worker.stats.rollbacks == 1 and worker.stats.late_events == 0 and worker.stats.frames_regenerated > 0
+    (note,) = worker.notes.sounding()
+    assert note.start == pytest.approx(worker.timing.time_at((0.09 + 0.06) * RATE))  # heard at arrival + D
+    fill(worker, ring)
+    played.append(consume(ring, ring.available()))
+    after = ring.read_index
+    audio = np.concatenate(played)
+    assert not np.allclose(audio[-len(speculative):], speculative)  # the speculative audio was replaced
+
+    # Offline: the same note at the same time, through the same frame loop, vocoder and resampler.
+    frames = after // HOP
+    notes = NoteEvents(np.array([[note.start, np.inf, 64, 110, 0, 0, 0]]))
+    mel = render_events(model, notes, frames + 1, steps=1, seed=3)
+    vocoder, resampler = MelVocoder(), Resampler(RATE)
+    voiced = np.concatenate([vocoder(mel[i : i + 1]) for i in range(len(mel))])  # the stand-in streams per frame
+    offline = resampler.step(voiced, resampler.init_state())[0]
+    np.testing.assert_allclose(audio, offline[: len(audio)], atol=1e-6)
+
+
+def test_a_note_too_late_for_its_time_is_moved_to_the_first_rewritable_one_and_counted():
+    worker, ring, _ = causal_worker(delay_s=0.0)
+    fill(worker, ring)
+    consume(ring, 4 * HOP)
+    worker.midi.pending = [(100.0, [0x90, 64, 110])]  # for 0 ms after arrival: already played
+    worker.apply_midi()
+    (note,) = worker.notes.sounding()
+    assert worker.stats.late_events == 1
+    assert worker.timing.position(note.start) >= ring.read_index + ring.guard
+
+
+def test_a_flood_is_one_rollback_per_drain_and_never_rewinds_a_low_ring():
+    worker, ring, _ = causal_worker()
+    fill(worker, ring)
+    flood = [(100.0 + i * 1e-5, [0x90 | (i % 9), 40 + i % 50, 1 + i % 127]) for i in range(1000)]
+    worker.midi.pending = flood
+    worker.apply_midi()
+    assert worker.stats.rollbacks == 1 and worker.stats.coalesced == 999
+    # With less than the guard and two frames generated, an event whose time is already generated goes after the
+    # generated audio instead (no rollback): the device is fed first.
+    fill(worker, ring)
+    consume(ring, ring.available() - ring.guard - 3 * HOP // 2)
+    worker.delay_s = 0.0
+    worker.midi.pending = [(100.001, [0x90, 70, 100])]
+    worker.apply_midi()
+    assert worker.stats.rollbacks == 1 and worker.stats.deferred == 1
+    assert max(n.start for n in worker.notes.sounding()) == (worker.stream.frame + 1) / 50
+
+
+def test_the_worker_wakes_when_a_scheduled_event_comes_due():
+    class Due(ListSource):
+        def next_due(self):
+            return 100.0
+
+    worker, _, _ = causal_worker()
+    worker.midi = Due()
+    start = time.perf_counter()
+    worker._sleep(1.0)
+    assert time.perf_counter() - start < 0.1

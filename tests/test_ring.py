@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -88,3 +89,124 @@ def test_producer_and_consumer_threads_never_tear_or_reorder():
         t.join(timeout=60)
     got = np.concatenate(received)
     np.testing.assert_array_equal(got, np.arange(1, total + 1, dtype=np.float32))
+
+
+# -- rewriting what has not been read (the live loop's rollback) ----------------------------------------------------
+
+
+def test_truncate_never_takes_back_the_guard_and_peek_reads_the_old_samples():
+    ring = SpscRing(1024, guard=100)
+    ring.write(np.arange(1, 601, dtype=np.float32))
+    out = np.empty((50, 1), np.float32)
+    ring.read_into(out)  # read index 50
+    assert ring.truncate(400) == 400 and ring.available() == 350
+    assert ring.truncate(10) == 150  # not within the guard of the read index
+    np.testing.assert_array_equal(ring.peek(150, 3), [151, 152, 153])  # still in memory
+    assert ring.truncate(500) == 150  # never moves forward
+    assert ring.write(np.full(10, -1, np.float32)) == 10 and ring.write_index == 160
+
+
+def _rewind_stress(ring: SpscRing, consumer_read, stop, total: int, seed: int) -> np.ndarray:
+    """Producer: appends `(version % 8) * 2**21 + position` samples (exact in float32) and, at random, takes back
+    what lies past the guard and writes it again with a new version. Returns the final sample at each position."""
+    rng = np.random.default_rng(seed)
+    final = np.zeros(total + 8192, np.float64)
+    version = 1
+    while ring.write_index < total:
+        if ring.available() > 6000:
+            time.sleep(0.0001)
+            continue
+        if rng.random() < 0.3:
+            ring.truncate(int(ring.write_index - rng.integers(0, 3000)))
+            version += 1
+        start = ring.write_index
+        n = int(rng.integers(1, 700))
+        chunk = ((version % 8) * 2**21 + np.arange(start, start + n)).astype(np.float32)
+        written = ring.write(chunk)
+        final[start : start + written] = chunk[:written]
+    stop.set()
+    consumer_read()
+    return final
+
+
+def _check_blocks(blocks: list[np.ndarray], final: np.ndarray) -> None:
+    got = np.concatenate(blocks)
+    positions = np.arange(len(got))
+    # no sample skipped or repeated: the position encoded in each sample counts up by one
+    np.testing.assert_array_equal(np.mod(got.astype(np.float64), 2**21), positions)
+    # and each is the last version written at its position: nothing read was rewritten afterwards, nothing torn
+    np.testing.assert_array_equal(got, final[: len(got)].astype(np.float32))
+
+
+def test_a_consumer_thread_never_sees_a_torn_or_rewritten_block_while_the_producer_rewinds():
+    ring = SpscRing(8192, guard=512)
+    blocks: list[np.ndarray] = []
+    stop = threading.Event()
+
+    def consume():
+        out = np.empty((256, 1), np.float32)
+        while not stop.is_set():
+            n = ring.read_into(out)
+            blocks.append(out[:n, 0].copy())
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    final = _rewind_stress(ring, lambda: thread.join(timeout=60), stop, 300_000, seed=1)
+    _check_blocks(blocks, final)
+    assert sum(len(b) for b in blocks) > 100_000
+
+
+def _consumer_process(shm_name: str, cap: int, stop, out_name: str, out_len: int) -> None:
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(name=shm_name)
+    got = shared_memory.SharedMemory(name=out_name)
+    try:
+        counters = np.ndarray((4,), np.int64, buffer=shm.buf, offset=0)
+        data = np.ndarray((cap, 1), np.float32, buffer=shm.buf, offset=32)
+        ring = SpscRing(cap, buffers=(data, counters), guard=512)
+        received = np.ndarray((out_len,), np.float32, buffer=got.buf)
+        out = np.empty((256, 1), np.float32)
+        done = 0
+        while not stop.is_set() and done + 256 <= out_len:
+            n = ring.read_into(out)
+            received[done : done + n] = out[:n, 0]
+            done += n
+            if ring.available() < 2048:  # a device's pace: let the producer keep some audio ahead
+                time.sleep(0.0002)
+        np.ndarray((1,), np.int64, buffer=got.buf, offset=4 * out_len)[0] = done
+        del counters, data, ring, received
+    finally:
+        shm.close()
+        got.close()
+
+
+@pytest.mark.slow
+def test_a_consumer_process_on_shared_memory_never_sees_a_torn_block():
+    """The `play` layout: the consumer in another process, truly in parallel with the rewinding producer."""
+    import multiprocessing as mp
+    from multiprocessing import shared_memory
+
+    cap, total = 8192, 400_000
+    shm = shared_memory.SharedMemory(create=True, size=32 + 4 * cap)
+    got = shared_memory.SharedMemory(create=True, size=4 * (total + 8192) + 8)
+    try:
+        counters = np.ndarray((4,), np.int64, buffer=shm.buf, offset=0)
+        data = np.ndarray((cap, 1), np.float32, buffer=shm.buf, offset=32)
+        counters[:] = 0
+        ring = SpscRing(cap, buffers=(data, counters), guard=512)
+        ctx = mp.get_context("spawn")
+        stop = ctx.Event()
+        process = ctx.Process(target=_consumer_process, args=(shm.name, cap, stop, got.name, total + 8192))
+        process.start()
+        final = _rewind_stress(ring, lambda: process.join(timeout=60), stop, total, seed=2)
+        done = int(np.ndarray((1,), np.int64, buffer=got.buf, offset=4 * (total + 8192))[0])
+        received = np.ndarray((total + 8192,), np.float32, buffer=got.buf)[:done].copy()
+        assert done > 50_000
+        _check_blocks([received], final)
+        del counters, data, ring
+    finally:
+        shm.close()
+        shm.unlink()
+        got.close()
+        got.unlink()

@@ -1,17 +1,19 @@
 """How loud does a model play live, next to offline? The live generation path, run faster than real time.
 
     python tools/live_level.py --model default [--model OTHER ...] [--midi FILE] [--hops 64 16 4] [--png out.png]
-                               [--wav-dir DIR]
+                               [--wav-dir DIR] [--lead-ms MS] [--delay-ms MS]
 
-Live, every note-on is stamped at the committed end (the ring holds `--lead-ms` of audio ahead of the player), so a
-note starts at the first frame of its window, and every window continues from frames the model made itself. This
-tool runs exactly that code: a `GenerationWorker`'s `apply_midi` / `tick` with the model's torch fp32 engine on a
-virtual clock (player time = committed end − lead), no audio device. Offline is `render_mel` on the same file (the
-`render` command: 64-frame chunks, each continuing from the last).
+This tool runs the code `play` runs: a `GenerationWorker` (`apply_midi` / `tick`, rollbacks included) with the
+model's torch fp32 engine, an output feed and a ring, on a virtual clock: a simulated device takes one 256-sample
+period from the ring whenever the worker has the ring filled to its lead, and the clock is what it has taken. So
+the MIDI file's events arrive exactly as from a keyboard in real time, with no compute time (an infinitely fast
+CPU). Offline is `Synth.render` on the same file (what `render` does). The window family runs once per `--hops`
+value (events stamped at the generated end); the causal family once (one frame per tick, notes placed at arrival +
+`--delay-ms` and rolled back into the speculative frames).
 
 Per run it prints the mel energy (mean of exp(log-mel) over bins): its mean, its 95th percentile over frames (the
-notes) and its 5th percentile (the silence between them); live/offline ratios next to them. Default MIDI: six single
-piano notes, velocity 100, held 0.7 s, 1.5 s apart (the MODEL_CARD's live-behaviour file).
+notes) and its 5th percentile (the silence between them); live/offline ratios next to them, and the notes' level
+difference in dB. Default MIDI: six single piano notes, velocity 100, held 0.7 s, 1.5 s apart.
 """
 
 from __future__ import annotations
@@ -22,23 +24,20 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engines.torch_engine import TorchEngine  # noqa: E402
 from live_synth.audio import load_vocoder, save_spectrogram_rows_png, write_wav_atomic  # noqa: E402
-from live_synth.cli import load_song, resolve_model_spec  # noqa: E402
 from live_synth.constants import FRAME_RATE, HOP, SAMPLE_RATE  # noqa: E402
 from live_synth.errors import LiveSynthError  # noqa: E402
-from live_synth.live.generator import LiveGenerator, LivePolicy  # noqa: E402
+from live_synth.live.audio_out import OutputFeed, Resampler  # noqa: E402
 from live_synth.live.midi_file import MidiFileSource  # noqa: E402
 from live_synth.live.ring import SpscRing  # noqa: E402
 from live_synth.live.worker import GenerationWorker  # noqa: E402
-from live_synth.model import load_model  # noqa: E402
-from live_synth.render import render_mel  # noqa: E402
-from live_synth.sampling.samplers import make_sampler  # noqa: E402
+from live_synth.synth import SynthOptions, load_song, load_synth  # noqa: E402
+
+PERIOD = 256  # the simulated device's block, in 16 kHz samples
 
 PITCHES = (52, 57, 60, 64, 67, 71)
 
@@ -58,24 +57,50 @@ def six_notes(path: Path) -> Path:
     return path
 
 
-def live_mel(engine, midi: Path, hop: int, steps: int, sampler: str, lead_s: float, seed: int) -> np.ndarray:
-    """The frames `play --midi-file` would commit, with the player `lead_s` behind the committed end."""
-    gen = LiveGenerator(engine, LivePolicy(hop=hop, steps=steps, sampler=sampler), seed=seed)
-    source = MidiFileSource(midi, clock=lambda: gen.frame / FRAME_RATE - lead_s)
-    source.start = 0.0  # file time 0 = audio time 0
-    frames: list[np.ndarray] = []
+class MelCapture:
+    """A stand-in vocoder that keeps the frames it is given by frame number (a rollback's frames replace the
+    speculative ones) and outputs silence; it declares no delay and keeps its state as the worker asks."""
 
-    def capture(mel: np.ndarray) -> np.ndarray:
-        frames.append(mel)
+    delay_samples = 0
+
+    def __init__(self, stream):
+        self.stream, self.frames = stream, {}
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        first = self.stream.frame - len(mel)
+        for i, frame in enumerate(mel):
+            self.frames[first + i] = frame
         return np.zeros(len(mel) * HOP, np.float32)
 
-    worker = GenerationWorker(gen, source, capture, SpscRing(16), push=len, lead_s=lead_s)
+    def snapshot(self):
+        return None
+
+    def restore(self, state) -> None:
+        pass
+
+
+def live_mel(synth, midi: Path, hop: int, lead_s: float, delay_s: float) -> tuple[np.ndarray, dict]:
+    """The frames `play --midi-file` would play, with a simulated device on a virtual clock; and the counters."""
+    stream = synth.live_stream(hop)
+    ring = SpscRing(1 << 16, guard=2 * PERIOD)
+    clock = lambda: ring.read_index / SAMPLE_RATE  # noqa: E731  (audio time 0 = the first sample played)
+    source = MidiFileSource(midi, clock=clock)
+    source.start = 0.0  # file time 0 = audio time 0
+    capture = MelCapture(stream)
+    worker = GenerationWorker(stream, source, capture, OutputFeed(ring, Resampler(SAMPLE_RATE)), lead_s=lead_s,
+                              delay_s=delay_s if stream.can_rewind else 0.0, clock=clock)
     worker.start_time = 0.0
-    end = int((source.events[-1][0] + lead_s) * FRAME_RATE) + 1
-    while gen.frame < end:
+    end = int((source.events[-1][0] + 1.0) * FRAME_RATE)
+    period = np.empty((PERIOD, 1), np.float32)
+    while ring.read_index < end * HOP:
         worker.apply_midi()
-        worker.tick()
-    return np.concatenate(frames)[:end]
+        if worker.ahead_s() < worker.lead_s:
+            worker.tick()
+        else:
+            ring.read_into(period)
+    mel = np.stack([capture.frames[f] for f in range(end)])
+    counters = {k: getattr(worker.stats, k) for k in ("rollbacks", "frames_regenerated", "late_events")}
+    return mel, counters
 
 
 def energy_stats(mel: np.ndarray) -> dict[str, float]:
@@ -88,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", help="model folder or 'default' (repeatable)")
     parser.add_argument("--midi", type=Path, help="MIDI file (default: six single piano notes)")
-    parser.add_argument("--hops", type=int, nargs="+", default=[64, 16, 4])
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's default_steps, else 1)")
-    parser.add_argument("--sampler", default="ddim")
-    parser.add_argument("--lead-ms", type=float, default=250.0)
+    parser.add_argument("--hops", type=int, nargs="+", default=[64, 16, 4], help="window family: hops to run")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's default_steps)")
+    parser.add_argument("--lead-ms", type=float, help="ring lead (default: 250 window family, 180 causal)")
+    parser.add_argument("--delay-ms", type=float, default=100.0, help="causal family: the declared delay (more "
+                        "than the simulated device's guard of two 16 ms periods and the regeneration deadline)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--png", type=Path, help="offline and live spectrograms, one row per run")
     parser.add_argument("--wav-dir", type=Path, help="write each run's audio (the model's vocoder) here")
@@ -99,23 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             midi = args.midi or six_notes(Path(tmp) / "six_notes.mid")
+            song = load_song(str(midi))
             rows, table = [], []
             for spec in args.model or ["default"]:
-                loaded = load_model(resolve_model_spec(spec)[0])
-                engine = TorchEngine(loaded.model)
-                vocoder = load_vocoder(loaded.vocoder_path) if args.wav_dir else None
-                steps = loaded.model.config.sampling_steps(args.steps, 1)
-                song = load_song(str(midi), loaded.model.config, [])
-                runs = {"offline": render_mel(engine, song.segments, make_sampler(args.sampler, steps),
-                                              generator=torch.Generator().manual_seed(args.seed), rolls=song.rolls)}
-                for hop in args.hops:
-                    runs[f"live hop {hop}"] = live_mel(engine, midi, hop, steps, args.sampler, args.lead_ms / 1e3,
-                                                       args.seed)
-                reference = energy_stats(runs["offline"])
-                for name, mel in runs.items():
+                synth = load_synth(spec, SynthOptions(steps=args.steps, sampler="ddim", seed=args.seed))
+                vocoder = load_vocoder(synth.vocoder_path) if args.wav_dir else None
+                runs = {"offline": (synth.render(song), {})}
+                causal = synth.family == "causal"
+                lead = (args.lead_ms or (180.0 if causal else 250.0)) / 1e3
+                for hop in ([1] if causal else args.hops):
+                    runs[f"live hop {hop}"] = live_mel(synth, midi, hop, lead, args.delay_ms / 1e3)
+                reference = energy_stats(runs["offline"][0])
+                for name, (mel, counters) in runs.items():
                     stats = energy_stats(mel)
-                    table.append((spec, name, stats, {k: stats[k] / reference[k] for k in stats}))
-                    rows.append((f"{spec} · {name} · {steps} step(s)", mel))
+                    table.append((spec, name, stats, {k: stats[k] / reference[k] for k in stats}, counters))
+                    rows.append((f"{spec} · {name} · {synth.describe()}", mel))
                     if vocoder is not None:
                         args.wav_dir.mkdir(parents=True, exist_ok=True)
                         label = f"{Path(spec).name}-{name.replace(' ', '-')}.wav"
@@ -123,10 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     except LiveSynthError as exc:
         print(f"live_level: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{'model':<28} {'run':<14} {'mean':>8} {'notes':>8} {'silence':>8}   live/offline: mean notes silence")
-    for spec, name, stats, ratio in table:
+    print(f"{'model':<28} {'run':<14} {'mean':>8} {'notes':>8} {'silence':>8}   live/offline: mean notes silence"
+          "   notes dB")
+    for spec, name, stats, ratio, counters in table:
         print(f"{Path(spec).name:<28} {name:<14} " + " ".join(f"{v:8.4f}" for v in stats.values())
-              + "   " + " ".join(f"{v:5.2f}" for v in ratio.values()))
+              + "   " + " ".join(f"{v:5.2f}" for v in ratio.values())
+              + f"   {20 * np.log10(ratio['notes (p95)']):+6.2f}"
+              + ("   " + ", ".join(f"{k} {v}" for k, v in counters.items()) if counters else ""))
     if args.png:
         save_spectrogram_rows_png(args.png, rows)
         print(f"wrote {args.png}")

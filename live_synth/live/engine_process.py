@@ -9,12 +9,16 @@ process writes once before it sets `go`); only the audio callback writes the rea
 Messages (log lines, the final report, an error) go through a multiprocessing queue, never through the callback.
 
 The child ignores SIGINT: Ctrl-C reaches the whole process group, and the audio process stops the child through
-`stop` after it has stopped the stream, so that the recording and the counters are complete.
+`stop` after it has stopped the stream, so that the recording and the counters are complete. SIGTERM and SIGHUP
+sent to the audio process stop it the same way (`session._stop_on_signals`). If the audio process dies without
+that (SIGKILL, a crash), the child notices within 0.1 s that its parent is gone and exits: it watches its parent's
+pid, and on Linux the kernel also sends it SIGTERM at once (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import signal
 import time
@@ -67,8 +71,27 @@ class LocalGeneration:
         pass
 
 
-def _child_main(settings: PlaySettings, shm_name: str, cap: int, samplerate: int, go, stop, messages) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: ask the kernel for SIGTERM when the parent dies (the pid watch below covers other systems)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
+
+
+def _parent_alive(parent: int) -> bool:
+    return os.getppid() == parent
+
+
+def _child_main(settings: PlaySettings, shm_name: str, cap: int, samplerate: int, go, stop, messages,
+                parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
     shm = shared_memory.SharedMemory(name=shm_name)
     ring = counters = stats = data = None
     try:
@@ -77,12 +100,12 @@ def _child_main(settings: PlaySettings, shm_name: str, cap: int, samplerate: int
         generation = Generation(settings, log=lambda line: messages.put(("log", line)))
         generation.prepare(ring, samplerate, stats)
         while not go.wait(0.05):
-            if stop.is_set():
+            if stop.is_set() or not _parent_alive(parent):
                 messages.put(("done", generation.finish()))
                 return
         generation.go(float(stats[STATS.index("start_time")]))
         while not stop.wait(0.1):
-            if not generation.poll():
+            if not generation.poll() or not _parent_alive(parent):
                 break
         messages.put(("done", generation.finish()))
     except LiveSynthError as exc:
@@ -118,7 +141,7 @@ class GenerationProcess:
         self.go_event, self.stop_event, self.messages = self.ctx.Event(), self.ctx.Event(), self.ctx.Queue()
         self.process = self.ctx.Process(target=_child_main, name="live-synth-generation", daemon=True,
                                         args=(self.settings, self.shm.name, cap, samplerate, self.go_event,
-                                              self.stop_event, self.messages))
+                                              self.stop_event, self.messages, os.getpid()))
         self.process.start()
         deadline = time.monotonic() + self.start_timeout_s
         while not self.stats[STATS.index("ready")]:

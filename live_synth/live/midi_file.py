@@ -14,7 +14,7 @@ import mido
 
 from live_synth.errors import MidiError
 
-_USED = {"note_on", "note_off", "control_change", "program_change"}
+_USED = {"note_on", "note_off", "control_change", "program_change", "pitchwheel"}
 
 
 def midi_file_events(path: str | Path) -> list[tuple[float, list[int]]]:
@@ -54,6 +54,14 @@ class MidiFileSource:
     @property
     def finished(self) -> bool:
         return self.next >= len(self.events)
+
+    wake_fd = None  # nothing arrives unannounced: the worker sleeps until `next_due`
+
+    def next_due(self) -> float | None:
+        """Clock time of the next event (None once all were delivered, or before the first `drain`)."""
+        if self.start is None or self.finished:
+            return None
+        return self.start + self.events[self.next][0] / self.speed
 
     def drain(self) -> list[tuple[float, list[int]]]:
         now = self.clock()

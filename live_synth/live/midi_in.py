@@ -25,6 +25,10 @@ Drop policy (the queue is full: the worker stalled, or a flood arrives faster th
   16 channels, timestamped like the lost release. So a flood never leaves a stuck note; the price is that keys held
   through the overflow are released early. `lost_releases` counts these events.
 
+Wake-up: every queued message also writes one byte into a non-blocking pipe (`wake_fd`), so the worker, which waits
+on that pipe with `select` between ticks, sees a note the moment it arrives instead of at its next poll. A full
+pipe means a wake-up is pending already, and the byte is skipped.
+
 Port vanish: rtmidi has no disconnect callback, so `is_alive()` looks the opened source port up by name; the worker
 polls it (about once a second) and decides what to do (play goes on with the notes it has; see the CLI).
 """
@@ -32,6 +36,7 @@ polls it (about once a second) and decides what to do (play goes on with the not
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -187,6 +192,9 @@ class MidiInput:
         self._read = 0  # consumer-owned
         self._received = self._dropped = self._lost_releases = self._high_water = 0
         self._clock = clock
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._midi_in, self.api = _open_rtmidi(api, client_name)
         self.port_name: str | None = None  # the source we connected to, or our virtual port's name
         self.virtual = False
@@ -243,6 +251,8 @@ class MidiInput:
         self._midi_in.close_port()
         self._midi_in.delete()
         self._midi_in = None
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
 
     def __enter__(self) -> MidiInput:
         return self
@@ -265,6 +275,7 @@ class MidiInput:
             self._received += 1
             if fill >= self._high_water:
                 self._high_water = fill + 1
+            self._wake()
             return
         self._dropped += 1
         if is_release(message):
@@ -275,10 +286,31 @@ class MidiInput:
                 self._messages[slot] = _RECOVER
                 self._write = write + 1
                 self._high_water = self.capacity
+                self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\x01")
+        except (BlockingIOError, OSError):  # a wake-up is pending already (or the input is closing)
+            pass
 
     # -- worker thread ----------------------------------------------------------------------------------------------
+    @property
+    def wake_fd(self) -> int:
+        """A file descriptor that becomes readable when a message is queued (`select` on it; `drain` clears it)."""
+        return self._wake_r
+
+    def next_due(self) -> float | None:
+        """A live port has no schedule: None (the worker waits on `wake_fd`)."""
+        return None
+
     def drain(self) -> list[tuple[float, list[int]]]:
         """Every queued (arrival time, raw message) in arrival order; recovery markers expanded (see module doc)."""
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
         read, write = self._read, self._write
         out: list[tuple[float, list[int]]] = []
         for k in range(read, write):

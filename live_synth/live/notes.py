@@ -1,4 +1,5 @@
-"""Live note state: timestamped MIDI messages in, a NoteSequence snapshot for any window out.
+"""Live note state: timestamped MIDI messages in; a NoteSequence snapshot (window family) or NoteEvents (causal
+family) out.
 
 Owned by the generation worker (one thread; not thread-safe). The MIDI thread only timestamps and enqueues raw
 messages; the worker applies them here in arrival order and asks for `snapshot()` when it builds a window.
@@ -10,18 +11,25 @@ Semantics (what a musician expects of a General MIDI synth):
 - CC123 all-notes-off releases every held key of the channel (the pedal still holds them); CC120 all-sound-off ends
   everything on the channel at once, pedal or not;
 - program change per channel; channel 10 (index 9) is drums, whose notes are onsets only;
-- latch: every note lasts at least `latch_s` (one 20 ms frame), so a key tapped faster than a frame is still heard.
-Notes still sounding appear in a snapshot as lasting to the snapshot's horizon (the end of the window being built).
+- latch: every note lasts at least `latch_s` (one 20 ms frame), so a key tapped faster than a frame is still heard;
+- controllers for the causal family's features, per channel (`midi.events.ControlTracker`, the same interpretation a
+  MIDI file gets): pitch bend with its RPN 0 range, CC1 modulation, CC7 volume, CC11 expression, CC121 reset.
+Notes still sounding appear in a snapshot as lasting to the snapshot's horizon (the end of the window being built),
+and in `events()` with an infinite release (the features only see what has happened).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from live_synth.midi import Note, NoteSequence
+from live_synth.midi.events import KINDS, NOTE_COLUMNS, ControlTracker, NoteEvents
 
 DRUM_CHANNEL = 9
 SUSTAIN, ALL_SOUND_OFF, ALL_NOTES_OFF = 64, 120, 123
+CONTROLS = (1, 6, 7, 11, 38, 100, 101, 121)  # what the controller trackers use (modulation, RPN, volume, ...)
 
 
 @dataclass
@@ -41,7 +49,7 @@ class LiveNote:
 @dataclass
 class NoteStateStats:
     messages: int = 0
-    ignored: int = 0  # messages this state does not use (clock, pitch bend, SysEx, stray note-offs, ...)
+    ignored: int = 0  # messages this state does not use (clock, aftertouch, SysEx, stray note-offs, ...)
 
 
 class NoteState:
@@ -52,6 +60,7 @@ class NoteState:
         self.held: dict[tuple[int, int], LiveNote] = {}  # keys down
         self.sustained: list[LiveNote] = []  # keys up, held by the pedal
         self.finished: list[LiveNote] = []
+        self.controls = [ControlTracker() for _ in range(16)]
         self.stats = NoteStateStats()
 
     # -- worker thread ----------------------------------------------------------------------------------------------
@@ -72,12 +81,21 @@ class NoteState:
             self._control(t, channel, data[0], data[1])
         elif status == 0xC0:
             self.programs[channel] = data[0] & 0x7F
+        elif status == 0xE0:
+            self.controls[channel].bend(t, ((data[1] & 0x7F) << 7 | (data[0] & 0x7F)) - 8192)
         else:
             self.stats.ignored += 1
 
     def sounding(self) -> list[LiveNote]:
         """Notes sounding now (keys down and pedal-held)."""
         return list(self.held.values()) + self.sustained
+
+    def events(self) -> NoteEvents:
+        """Every kept note (sounding ones with an infinite release) and the controllers, lane = channel."""
+        notes = [(n.start, n.end, n.pitch, n.velocity, n.program, float(n.is_drum), n.channel) for n in self.finished]
+        notes += [(n.start, np.inf, n.pitch, n.velocity, n.program, 0.0, n.channel) for n in self.sounding()]
+        array = np.array(notes, np.float64).reshape(-1, len(NOTE_COLUMNS))
+        return NoteEvents(array, {c: tr.array() for c, tr in enumerate(self.controls) if tr.rows})
 
     def snapshot(self, now: float, horizon: float) -> NoteSequence:
         """Every note that may matter from `now - keep_s` on, sounding notes ending at `horizon`."""
@@ -136,6 +154,8 @@ class NoteState:
             for note in [n for n in self.sustained if n.channel == channel]:
                 self.sustained.remove(note)
                 self._end(note, t)
+        elif number in CONTROLS:
+            self.controls[channel].control(t, number, value)
         else:
             self.stats.ignored += 1
 
@@ -143,3 +163,14 @@ class NoteState:
         cutoff = now - self.keep_s
         if self.finished and self.finished[0].end is not None and self.finished[0].end < cutoff:
             self.finished = [n for n in self.finished if n.end is not None and n.end >= cutoff]
+        for tracker in self.controls:  # keep each kind's last value before the cutoff, and everything after it
+            if len(tracker.rows) > 64 and tracker.rows[0][0] < cutoff:
+                last = {}
+                for row in tracker.rows:
+                    if row[0] < cutoff:
+                        last[row[1]] = row
+                tracker.rows = sorted(last.values()) + [r for r in tracker.rows if r[0] >= cutoff]
+
+    def prune(self, now: float) -> None:
+        """Forget what ended more than `keep_s` before `now` (the causal family calls this; `snapshot` does)."""
+        self._prune(now)

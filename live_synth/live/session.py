@@ -26,10 +26,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from live_synth.errors import LiveSynthError
-
-
-PLAY_STEPS = 4
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,16 @@ class PlaySettings:
     midi_file: str | None = None
     audio_out: str | None = None
     steps: int | None = None  # None: the model's default_steps, else PLAY_STEPS
-    # hop 4 (80 ms) / lead 200 ms with the default model in torch: no ring underruns over 5 minutes of a dense MIDI
-    # file on the 2-core dev CPU (lead 100 had 47: single ticks take up to 155 ms), and about half the latency of
-    # hop 16 / lead 250 (BENCHMARKS.md: soak and latency sections).
-    hop: int = 4
+    # Window family: hop 4 (80 ms) / lead 200 ms with its default model in torch: no ring underruns over 5 minutes
+    # of a dense MIDI file on the 2-core dev CPU (lead 100 had 47: single ticks take up to 155 ms), and about half
+    # the latency of hop 16 / lead 250 (BENCHMARKS.md). The causal family ticks one frame at a time and rolls back.
+    hop: int | None = None  # None: 4 frames for the window family, 1 for the causal family
     sampler: str = "ddim"
     strategy: str | None = None  # None: continuation for short-window models, inpaint for 256-frame ones
-    lead_ms: float = 200.0
+    lead_ms: float | None = None  # None: 200 for the window family; delay + `ahead` frames for the causal family
+    ahead: int = 4  # causal family: speculative frames generated past the declared delay
+    delay_ms: float | None = None  # causal family: arrival -> heard (D); None: from the measured tick time
+    period: int = 256  # device frames per callback the ring's guard (2 periods) is sized for
     vocoder: str | None = None
     record: str | None = None
     seed: int = 0
@@ -73,12 +75,19 @@ class PlayReport:
     tick_ms_p99: float
     recorded: Path | None
     tick_ms: list[float] = field(default_factory=list)  # every tick's compute time (the last 100 000)
-    late_events: int = 0  # MIDI events whose time was already committed (stamped at the committed end)
+    late_events: int = 0  # MIDI events that could not be placed where they belong (moved later)
+    rollbacks: int = 0
+    frames_regenerated: int = 0
+    coalesced: int = 0
+    deferred: int = 0
+    latency: dict = field(default_factory=dict)  # the expected latency and its parts (ms), as `play` printed it
 
 
 # Counters the generation side publishes (floats in a small array; in shared memory across processes).
 STATS = ("ticks", "late_ticks", "steps", "last_tick_ms", "active_notes", "late_events", "midi_received",
-         "midi_dropped", "ready", "start_time", "finished", "port_lost")
+         "midi_dropped", "ready", "start_time", "finished", "port_lost", "rollbacks", "frames_regenerated",
+         "coalesced", "deferred", "skipped_samples", "delay_ms", "lead_ms", "vocoder_ms", "resampler_ms",
+         "guard_ms", "parent_pid")
 
 
 class Generation:
@@ -92,30 +101,25 @@ class Generation:
     def __init__(self, settings: PlaySettings, log=print):
         import torch
 
-        from engines import load_engine
         from live_synth.audio import load_vocoder
-        from live_synth.cli import resolve_model_spec
-        from live_synth.live.generator import LiveGenerator, LivePolicy
         from live_synth.live.vocode import streaming_vocoder
-        from live_synth.model import load_model
+        from live_synth.synth import SynthOptions, check_engine_available, load_synth
 
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.settings, self.log = settings, log
-        spec, warning = resolve_model_spec(settings.model)
-        loaded = load_model(spec, seed=settings.seed)
-        if warning or loaded.random_weights:
-            log(f"warning: {warning or f'model {settings.model!r} has RANDOM weights'}")
-        cfg = loaded.model.config
-        strategy = settings.strategy or ("inpaint" if cfg.target_length >= 256 else "continuation")
-        self.engine = load_engine(settings.engine, loaded.model, device=settings.device, dtype=settings.dtype,
-                                  root=settings.engine_dir, cuda_graph=settings.cuda_graph)
-        steps = cfg.sampling_steps(settings.steps, PLAY_STEPS)
-        self.generator = LiveGenerator(self.engine, LivePolicy(settings.hop, steps, settings.sampler, strategy),
-                                       seed=settings.seed)
-        self.vocoder = streaming_vocoder(load_vocoder(settings.vocoder or loaded.vocoder_path))
-        log(f"model {loaded.source} ({strategy}, hop {settings.hop} frames = {settings.hop * 20} ms, "
-            f"{steps} {settings.sampler} steps, engine {settings.engine}), vocoder {self.vocoder.name}")
+        check_engine_available(settings.engine)
+        self.synth = load_synth(settings.model, SynthOptions(
+            engine=settings.engine, device=settings.device, dtype=settings.dtype, engine_dir=settings.engine_dir,
+            cuda_graph=settings.cuda_graph, steps=settings.steps, seed=settings.seed))
+        for line in self.synth.warnings:
+            log(f"warning: {line}")
+        causal = self.synth.family == "causal"
+        hop = settings.hop or (1 if causal else 4)
+        self.stream = self.synth.live_stream(hop, settings.strategy, settings.sampler)
+        self.vocoder = streaming_vocoder(load_vocoder(settings.vocoder or self.synth.vocoder_path))
+        log(f"model {self.synth.source} ({self.synth.family} family, hop {hop} frame(s) = {hop * 20} ms, "
+            f"{self.stream.steps} steps, engine {settings.engine}), vocoder {self.vocoder.name}")
         self.worker = self.midi = self.recorder = None
         self._last_port_check = 0.0
 
@@ -129,20 +133,57 @@ class Generation:
         # Python's default 5 ms switch interval lets one thread keep the GIL that long; the worker's MIDI callback
         # (and, in-process, the audio callback) should not wait that long for it.
         sys.setswitchinterval(0.001)
-        self.engine.warm_up()
+        self.synth.warm_up()
         self.stats = stats
+        ring.guard = 2 * s.period
         self.recorder = Recorder(Path(s.record), samplerate) if s.record else None
         feed = OutputFeed(ring, Resampler(samplerate), self.recorder)
         self.midi = MidiFileSource(s.midi_file) if s.midi_file else MidiInput(s.midi_api)
         if not s.midi_file:
             port = self.midi.open(s.midi_in)
             self.log(f"MIDI in: {port} ({self.midi.api})")
-        self.worker = GenerationWorker(self.generator, self.midi, self.vocoder, ring, push=feed.push,
-                                       lead_s=s.lead_ms / 1000, ring_rate=samplerate)
-        while ring.available() < s.lead_ms / 1000 * samplerate:  # pre-fill: silence, before going live
-            self.worker.tick()
+        self.worker = GenerationWorker(self.stream, self.midi, self.vocoder, feed)
+        # Pre-fill (the sound of silence, before going live), timing the ticks: the causal family's declared delay
+        # is sized from them.
+        lead_s = (s.lead_ms or 200.0) / 1000
+        worker = self.worker
+        while True:
+            worker.tick()
+            if self.stream.can_rewind and worker.stats.ticks >= 100:
+                break
+            if not self.stream.can_rewind and ring.available() >= lead_s * samplerate:
+                break
+        self._size(ring, samplerate, feed)
+        while ring.available() < worker.lead_s * samplerate:
+            worker.tick()
         self._publish()
         stats[STATS.index("ready")] = 1
+
+    def _size(self, ring, rate: int, feed) -> None:
+        """Declared delay and lead (causal family: from the pre-fill's tick times) and the latency's parts."""
+        s, worker = self.settings, self.worker
+        vocoder_ms = 1000 * getattr(self.vocoder, "delay_samples", 0) / 16000
+        resampler_ms = 1000 * feed.resampler.delay / rate
+        guard_ms = 1000 * ring.guard / rate
+        if self.stream.can_rewind:
+            ticks = np.array(list(worker.stats.tick_ms)[20:] or [0.0])
+            p99 = float(np.percentile(ticks, 99))
+            # the guard, then the frames from a note's first frame to its audio (feature + vocoder look-ahead) at
+            # the tick's p99, then one more tick for the worker to wake up in the middle of one
+            frames = self.stream.lookahead_frames() + worker.timing.vocoder_frames + 1
+            delay_ms = s.delay_ms if s.delay_ms is not None else guard_ms + frames * p99
+            lead_ms = s.lead_ms if s.lead_ms is not None else delay_ms + s.ahead * 20.0
+            self.log(f"measured tick p99 {p99:.1f} ms over {len(ticks)} pre-fill ticks")
+        else:
+            delay_ms = None
+            lead_ms = s.lead_ms or 200.0
+        worker.lead_s = lead_ms / 1000
+        worker.delay_s = (delay_ms or 0.0) / 1000
+        for name, value in (("delay_ms", delay_ms or 0.0), ("lead_ms", lead_ms), ("vocoder_ms", vocoder_ms),
+                            ("resampler_ms", resampler_ms), ("guard_ms", guard_ms)):
+            self.stats[STATS.index(name)] = value
+        worker.stats.tick_ms.clear()
+        worker.stats.ticks = worker.stats.late_ticks = 0
 
     def go(self, start_time: float) -> None:
         self.worker.start_time = start_time
@@ -166,8 +207,9 @@ class Generation:
         st, midi = self.worker.stats, self.midi
         values = {"ticks": st.ticks, "late_ticks": st.late_ticks, "steps": st.steps, "last_tick_ms": st.last_tick_ms,
                   "active_notes": st.active_notes, "late_events": st.late_events,
-                  "midi_received": midi.received,
-                  "midi_dropped": getattr(midi, "dropped", 0)}
+                  "midi_received": midi.received, "midi_dropped": getattr(midi, "dropped", 0),
+                  "rollbacks": st.rollbacks, "frames_regenerated": st.frames_regenerated, "coalesced": st.coalesced,
+                  "deferred": st.deferred, "skipped_samples": st.skipped_samples}
         for name, value in values.items():
             self.stats[STATS.index(name)] = value
 
@@ -186,6 +228,44 @@ class Generation:
                 "recorded": str(recorded) if recorded else None}
 
 
+def latency_parts(stats, device_ms: float) -> dict:
+    """The latency `play` expects from note-on to sound leaving the device, and its parts, in ms (the way a plugin
+    reports its latency to a host). Causal family: the declared delay D (it already holds the guard, the
+    regeneration deadline, and hides the vocoder and resampler delays behind rollback) + the device's output
+    latency. Window family: lead + up to a hop + vocoder + resampler + device."""
+    get = lambda name: float(stats[STATS.index(name)])  # noqa: E731
+    parts = {"device": round(device_ms, 1), "vocoder": round(get("vocoder_ms"), 1),
+             "resampler": round(get("resampler_ms"), 1), "guard": round(get("guard_ms"), 1)}
+    if get("delay_ms") > 0:
+        parts["delay"] = round(get("delay_ms"), 1)
+        parts["total"] = round(get("delay_ms") + device_ms, 1)
+    else:
+        parts["lead"] = round(get("lead_ms"), 1)
+        parts["total"] = round(get("lead_ms") + parts["vocoder"] + parts["resampler"] + device_ms, 1)
+    return parts
+
+
+def _stop_on_signals():
+    """SIGTERM and SIGHUP (a service manager, a session manager, a closed terminal) stop `play` the way Ctrl-C
+    does: the stream stops, the generation process is told to finish, the recording is written. Returns a function
+    that puts the previous handlers back. Main thread only (Python delivers signals there)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    saved = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            saved[number] = signal.signal(number, interrupt)
+    return lambda: [signal.signal(number, handler) for number, handler in saved.items()]
+
+
 class LiveSession:
     def __init__(self, settings: PlaySettings, log=print):
         self.settings, self.log = settings, log
@@ -199,8 +279,10 @@ class LiveSession:
 
         s = self.settings
         audio = AudioOutput(s.audio_out)
-        capacity = int(audio.samplerate * max(2.0, 4 * s.lead_ms / 1000))
+        capacity = int(audio.samplerate * max(2.0, 4 * (s.lead_ms or 200.0) / 1000))
         side = LocalGeneration(self.generation) if s.in_process else GenerationProcess(s, self.log)
+        restore = _stop_on_signals()
+        latency: dict = {}
         try:
             ring = side.start(capacity, audio.samplerate)
             self.log(f"audio out: {audio.device_name} ({audio.hostapi}, {audio.samplerate} Hz); Ctrl-C stops")
@@ -208,11 +290,15 @@ class LiveSession:
             try:
                 audio.start(ring)
                 side.go(time.monotonic())
+                latency = latency_parts(side.stats, 1000 * audio.output_latency)
+                self.log("expected latency note-on -> sound out: " + ", ".join(
+                    f"{k} {v:.1f} ms" for k, v in latency.items()))
                 self._control_loop(side, audio, ring, start)
             except KeyboardInterrupt:
                 self.log("stopping")
             finally:
                 audio.stop()
+                restore()
             fields = side.finish()
             seconds = time.monotonic() - start
             stats = np.array(side.stats)  # copies: the shared memory goes away at close
@@ -226,7 +312,8 @@ class LiveSession:
                           int(get("midi_received")), int(get("midi_dropped")), float(np.median(ticks)),
                           float(np.percentile(ticks, 99)),
                           Path(fields["recorded"]) if fields.get("recorded") else None,
-                          fields.get("tick_ms", []), int(get("late_events")))
+                          fields.get("tick_ms", []), int(get("late_events")), int(get("rollbacks")),
+                          int(get("frames_regenerated")), int(get("coalesced")), int(get("deferred")), latency)
 
     def _control_loop(self, side, audio, ring, start: float) -> None:
         s = self.settings
@@ -243,6 +330,7 @@ class LiveSession:
         fill_ms = ring.available() / audio.samplerate * 1000
         line = (f"notes {int(get('active_notes')):3d} | tick {get('last_tick_ms'):6.1f} ms ({int(get('steps'))} "
                 f"steps) | ring {fill_ms:5.0f} ms | underruns {ring.underruns} | late ticks "
-                f"{int(get('late_ticks'))} | midi dropped {int(get('midi_dropped'))}")
+                f"{int(get('late_ticks'))} | rollbacks {int(get('rollbacks'))} | midi dropped "
+                f"{int(get('midi_dropped'))}")
         if sys.stderr.isatty():
             print("\r" + line, end="", file=sys.stderr, flush=True)

@@ -5,6 +5,9 @@ Each stream declares `delay_samples`: its output is the offline vocoding of the 
 - `GriffinLimStream`: the weight-free fallback. Griffin-Lim needs whole spectrograms, so each call re-vocodes the
   new frames with `context` frames before them and crossfades one held-back frame (20 ms) with its new rendering,
   which hides the phase jump at chunk boundaries; an approximation of offline Griffin-Lim, not equal to it.
+Both keep their state as values: `snapshot()` returns it and `restore(state)` puts it back, so the live loop can
+rewind the vocoder to an earlier frame (rollback) for the cost of keeping a reference (the neural stream's `step`
+never modifies a state) or a small copy (Griffin-Lim's few frames).
 Thread: the generation worker only.
 """
 
@@ -30,6 +33,12 @@ class NeuralStream:
                                             self.state)
         return audio[0].numpy()
 
+    def snapshot(self):
+        return self.state
+
+    def restore(self, state) -> None:
+        self.state = state
+
 
 class GriffinLimStream:
     def __init__(self, vocoder: GriffinLimVocoder | None = None, context: int = 8) -> None:
@@ -53,6 +62,12 @@ class GriffinLimStream:
             fresh[:HOP] = self.held * self.fade_out + fresh[:HOP] * self.fade_in
         out, self.held = fresh[: n * HOP], fresh[n * HOP :].copy()
         return out
+
+    def snapshot(self):
+        return self.history.copy(), self.held.copy()
+
+    def restore(self, state) -> None:
+        self.history, self.held = state[0].copy(), state[1].copy()
 
 
 def streaming_vocoder(vocoder: Vocoder):

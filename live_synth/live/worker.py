@@ -1,21 +1,39 @@
-"""The generation worker: drains MIDI, keeps the ring filled to the lead target, degrades when it runs late.
+"""The generation worker: drains MIDI, keeps the ring filled to the lead, and rolls back when a note arrives.
 
-One thread owns the note state, the generator (and through it the engine), the streaming vocoder and the resampler.
-It never touches device buffers: it only writes samples into the SPSC ring that the audio callback reads.
+One thread owns the note state, the live stream (`synth.LiveStream`: the model, its engine and its frame loop),
+the streaming vocoder and the output feed (resampler + ring + recorder). It never touches device buffers: it only
+writes samples into the SPSC ring that the audio callback reads.
 
-Timing model. Audio frame f (20 ms) is heard `f / 50` s after the stream's start (plus the device's fixed output
-latency). A MIDI event that arrives `t` s after the start belongs at audio time t, but frames up to the committed
-end are already generated; so the event is stamped at max(t, committed end). Its onset then lands in the next
-window instead of turning into a tie (a note that is already sounding), and note-on → sound latency is the time to
-the next tick, the tick itself, the ring's lead, the resampler and the device buffer.
+Two ways to place a MIDI event, chosen by what the stream can do:
 
-Degradation. A tick is late when its compute time exceeds the audio it produces (hop frames): the ring is then
-draining. Each late tick lowers the sampling steps by one (not below 1) and is counted; after `recover_after`
-on-time ticks with half the budget to spare, a step is given back, up to the policy's count.
+- Rollback (the causal family: `stream.can_rewind`). The worker keeps `lead` of audio generated ahead of the
+  playhead on speculation: what the notes known so far make. An event arriving at wall time w is placed at the
+  time that will be heard at w + `delay` (D, declared and constant: `place`), which lies inside that speculative
+  audio; the stream, the vocoder and the resampler are rewound to the first frame that sees the event (each
+  keeps its state per frame as a value, so a rewind is O(1)), the ring is cut back to that frame's position
+  (`SpscRing.truncate`, never within its guard of the playhead) and the frames are generated again with the note.
+  Only audio already handed to the device is final: this is rollback netcode applied to audio. Events drained
+  together are one rollback (`coalesced`); a note whose time is no longer rewritable (it arrived later than D
+  allows: a slow tick, a busy machine) is moved to the first time that is, and counted (`late_events`).
+  When the ring runs low (a flood of events keeps rolling back), new events are placed at the end of what is
+  already generated instead, so the device never starves: the work per tick stays bounded (`deferred`).
+- Stamping (the window family, which generates `hop` frames per tick and cannot rewind): an event is stamped at
+  max(arrival, the end of what is generated), so its onset lands in the next window, as before.
+
+Timing. Ring position 0 holds the output of frame 0; each frame adds `per_frame` device samples. The vocoder
+outputs frame f - lookahead when given frame f, and the resampler delays by `resampler.delay` samples, so frame time
+tau is at ring position (50 tau + lookahead) * per_frame + resampler delay. The device plays ring position p at
+start + (p + underrun samples) / rate (plus its own output latency, reported by `play`).
+
+Degradation. A tick is late when its compute time exceeds the audio it produces: each late tick lowers the
+sampling steps by one (not below 1) and is counted; after `recover_after` on-time ticks with half the budget to
+spare, a step is given back, up to the stream's own count.
 """
 
 from __future__ import annotations
 
+import math
+import select
 import threading
 import time
 from collections import deque
@@ -26,14 +44,18 @@ from typing import Protocol
 import numpy as np
 
 from live_synth.constants import FRAME_RATE, HOP
-from live_synth.live.generator import LiveGenerator
+from live_synth.live.audio_out import OutputFeed
 from live_synth.live.notes import NoteState
-from live_synth.live.ring import SpscRing
 
 
 class MidiSource(Protocol):
+    wake_fd: int | None
+
     def drain(self) -> list[tuple[float, list[int]]]:
         """(arrival time in seconds on the session clock, raw message) pairs received since the last call."""
+
+    def next_due(self) -> float | None:
+        """Clock time of the next scheduled event, if the source has a schedule."""
 
 
 @dataclass
@@ -46,39 +68,79 @@ class WorkerStats:
     last_tick_ms: float = 0.0
     tick_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))  # recent tick times, for reports
     active_notes: int = 0
-    late_events: int = 0  # MIDI events stamped later than they arrived because their time was already committed
+    late_events: int = 0  # events that could not be placed where they belong (moved later)
+    rollbacks: int = 0
+    frames_regenerated: int = 0  # speculative frames thrown away by rollbacks
+    coalesced: int = 0  # events that shared a rollback with an earlier event of the same drain
+    deferred: int = 0  # events placed at the end of the generated audio because the ring was low
+    skipped_samples: int = 0  # regenerated samples the ring could not take back (within its guard)
     error: str = ""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where frames land in the ring and when the ring is heard (see the module docstring)."""
+
+    rate: int  # device sample rate
+    per_frame: int  # device samples per 20 ms frame
+    vocoder_frames: int  # the vocoder's look-ahead in frames
+    resampler_delay: int  # device samples
+
+    def position(self, tau: float) -> float:
+        """Ring position of frame time tau (seconds)."""
+        return (tau * FRAME_RATE + self.vocoder_frames) * self.per_frame + self.resampler_delay
+
+    def time_at(self, position: float) -> float:
+        """Frame time (seconds) at ring position `position`."""
+        return ((position - self.resampler_delay) / self.per_frame - self.vocoder_frames) / FRAME_RATE
+
+
+@dataclass
+class _Record:
+    frame: int
+    vocoder: object
+    resampler: np.ndarray
+    position: int
 
 
 class GenerationWorker(threading.Thread):
     def __init__(
         self,
-        generator: LiveGenerator,
+        stream,
         midi: MidiSource,
-        vocode: Callable[[np.ndarray], np.ndarray],
-        ring: SpscRing,
-        push: Callable[[np.ndarray], int] | None = None,
+        vocode,
+        feed: OutputFeed,
         lead_s: float = 0.25,
-        ring_rate: float = 16000.0,
+        delay_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         recover_after: int = 20,
+        low_s: float | None = None,
     ):
-        """`vocode`: log-mel frames [n, 128] → 16 kHz samples [n * 320], streaming (its state lives with it).
-        `push`: 16 kHz samples → into the ring (resampled to the device rate, recorded; `OutputFeed.push`);
-        default: written to the ring as they are. `lead_s`: ring fill target in seconds of audio at `ring_rate`."""
+        """`stream`: a `synth.LiveStream`. `vocode`: log-mel frames [n, 128] -> 16 kHz samples [n * 320], streaming,
+        with `snapshot()` / `restore()`. `feed`: the ring's producer end. `lead_s`: audio kept generated ahead of
+        the playhead. `delay_s`: D, arrival -> heard (rollback streams). `low_s`: below this much audio ahead, new
+        events are deferred instead of rolled back (default: the ring's guard plus two frames)."""
         super().__init__(name="live-synth-generation", daemon=True)
-        self.generator, self.midi, self.vocode, self.ring = generator, midi, vocode, ring
-        self.push = push or ring.write
+        self.stream, self.midi, self.vocode, self.feed = stream, midi, vocode, feed
+        self.ring = feed.ring
         self.clock = clock
-        self.lead_s, self.ring_rate = lead_s, ring_rate
+        self.rate = feed.resampler.out_rate
+        self.timing = Timing(self.rate, feed.resampler.per_frame,
+                             int(getattr(vocode, "delay_samples", 0)) // HOP, feed.resampler.delay)
+        self.lead_s, self.delay_s = lead_s, delay_s
+        self.low_s = (self.ring.guard + 2 * self.timing.per_frame) / self.rate if low_s is None else low_s
         self.recover_after = recover_after
         self.notes = NoteState()
-        self.stats = WorkerStats(steps=generator.steps)
+        self.stats = WorkerStats(steps=stream.steps)
         self.stop_event = threading.Event()
         self.release_all = threading.Event()  # set by the control thread (e.g. the MIDI port vanished)
-        self.start_time: float | None = None  # session clock value of audio time 0
+        self.start_time: float | None = None  # session clock value of ring position 0 being played
         self._on_time = 0
+        self._records: deque[_Record] = deque(maxlen=256)
+        self._recent_ms: deque[float] = deque(maxlen=100)  # the last ticks, for the rollback deadline
+        self._deadline_s = 0.0
 
+    # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self) -> None:
         try:
             self._loop()
@@ -87,53 +149,129 @@ class GenerationWorker(threading.Thread):
             raise
 
     def _loop(self) -> None:
-        rate = self.ring_rate
-        hop_s = self.generator.policy.hop / FRAME_RATE
         self.start_time = self.start_time if self.start_time is not None else self.clock()
         while not self.stop_event.is_set():
             self.apply_midi()
-            if self.ring.available() >= self.lead_s * rate:
-                self.stop_event.wait(min(hop_s / 4, 0.005))
+            ahead = self.ahead_s()
+            if ahead < self.lead_s:
+                self.tick()
                 continue
-            self.tick()
+            self._sleep(min(ahead - self.lead_s + 0.5 / FRAME_RATE, 0.005))
 
+    def _sleep(self, timeout: float) -> None:
+        """Wait until the ring needs a frame, a MIDI message arrives, or a scheduled event comes due."""
+        due = self.midi.next_due()
+        if due is not None:
+            timeout = max(0.0, min(timeout, due - self.clock()))
+        fd = getattr(self.midi, "wake_fd", None)
+        if fd is None:
+            self.stop_event.wait(timeout)
+        else:
+            select.select([fd], [], [], timeout)
+
+    def ahead_s(self) -> float:
+        """Audio generated and not yet played, in seconds."""
+        return (self.feed.position - self.ring.read_index) / self.rate
+
+    # -- MIDI --------------------------------------------------------------------------------------------------------
     def apply_midi(self) -> None:
-        committed_s = self.generator.frame / FRAME_RATE
+        events = self.midi.drain()
         if self.release_all.is_set():
             self.release_all.clear()
+            t = self.stream.frame / FRAME_RATE
             for channel in range(16):  # all sound off: nothing may hang once its source is gone
-                self.notes.apply(committed_s, [0xB0 | channel, 120, 0])
-        for arrival, message in self.midi.drain():
-            t = arrival - (self.start_time or 0.0)
-            if t < committed_s:
-                self.stats.late_events += 1
-                t = committed_s
-            self.notes.apply(t, message)
+                self.notes.apply(t, [0xB0 | channel, 120, 0])
+        if not events:
+            return
+        if not self.stream.can_rewind:
+            committed_s = self.stream.frame / FRAME_RATE
+            for arrival, message in events:
+                t = arrival - (self.start_time or 0.0)
+                if t < committed_s:
+                    self.stats.late_events += 1
+                    t = committed_s
+                self.notes.apply(t, message)
+        else:
+            self._rollback_events(events)
         self.stats.active_notes = len(self.notes.sounding())
 
+    def place(self, arrival: float) -> tuple[float, bool]:
+        """(frame time for an event that arrived at `arrival`, whether it had to be moved later)."""
+        target = (arrival + self.delay_s - self.start_time) * self.rate - self.ring.underrun_samples
+        # the first position that can still be rewritten once the frames up to it are generated again
+        floor = self.ring.read_index + self.ring.guard + self._deadline_s * self.rate
+        return self.timing.time_at(max(target, floor)), target < floor
+
+    def _rollback_events(self, events) -> None:
+        stream = self.stream
+        low = self.ahead_s() < self.low_s
+        earliest = None
+        for arrival, message in events:
+            tau, late = self.place(arrival)
+            if low:  # a flood: keep the device fed, place it where the next frame to generate is the first to see it
+                end_tau = (stream.frame + stream.lookahead_frames() - 1) / FRAME_RATE
+                if tau < end_tau:
+                    tau = end_tau
+                    self.stats.deferred += 1
+            elif late:
+                self.stats.late_events += 1
+            self.notes.apply(tau, message)
+            first = math.floor(tau * FRAME_RATE) - stream.lookahead_frames() + 1
+            if earliest is not None:
+                self.stats.coalesced += 1
+            earliest = first if earliest is None else min(earliest, first)
+        if earliest is not None and earliest < stream.frame:
+            self.rollback(earliest)
+
+    def rollback(self, frame: int) -> None:
+        """Regenerate from `frame` on: rewind the stream, the vocoder, the resampler and the ring."""
+        stream = self.stream
+        frame = max(frame, stream.earliest(), self._records[0].frame if self._records else stream.frame)
+        if frame >= stream.frame:
+            return
+        while self._records and self._records[-1].frame > frame:
+            self._records.pop()
+        record = self._records.pop()
+        self.stats.rollbacks += 1
+        self.stats.frames_regenerated += stream.frame - record.frame
+        stream.rewind(record.frame)
+        self.vocode.restore(record.vocoder)
+        self.feed.rewind(record.position, record.resampler)
+
+    # -- generation --------------------------------------------------------------------------------------------------
     def tick(self) -> None:
         """Generate one hop, vocode, resample, write to the ring; adjust the step count."""
-        gen = self.generator
-        snapshot = self.notes.snapshot(now=gen.frame / FRAME_RATE, horizon=gen.horizon_s())
-        frames, report = gen.tick(snapshot)
-        self.push(self.vocode(frames).astype(np.float32))
-        self._account(report.compute_ms, len(frames) * HOP / 16000 * 1e3)
+        start = time.perf_counter()
+        stream = self.stream
+        if stream.can_rewind:
+            self._records.append(_Record(stream.frame, self.vocode.snapshot(), self.feed.state, self.feed.position))
+        self.notes.prune(stream.frame / FRAME_RATE)
+        frames = stream.generate(self.notes)
+        self.feed.push(self.vocode(frames).astype(np.float32))
+        self.stats.skipped_samples = self.feed.skipped_samples
+        compute_ms = (time.perf_counter() - start) * 1e3
+        self._account(compute_ms, len(frames) * 1000 / FRAME_RATE)
+        # How far past the guard a rollback's rewrite must start: the frames from a note's first frame to its
+        # audible output (feature look-ahead + vocoder look-ahead), each at about the slowest recent tick.
+        self._recent_ms.append(compute_ms)
+        slow = sorted(self._recent_ms)[-2] if len(self._recent_ms) > 1 else compute_ms
+        self._deadline_s = (stream.lookahead_frames() + self.timing.vocoder_frames) * slow / 1e3
 
     def _account(self, compute_ms: float, budget_ms: float) -> None:
-        stats, gen = self.stats, self.generator
+        stats, stream = self.stats, self.stream
         stats.ticks += 1
         stats.last_tick_ms = compute_ms
         stats.tick_ms.append(compute_ms)
         if compute_ms > budget_ms:
             stats.late_ticks += 1
-            gen.steps = max(1, gen.steps - 1)
+            stream.steps = max(1, stream.steps - 1)
             self._on_time = 0
         else:
             self._on_time += 1
-            if self._on_time >= self.recover_after and compute_ms < budget_ms / 2 and gen.steps < gen.policy.steps:
-                gen.steps += 1
+            if self._on_time >= self.recover_after and compute_ms < budget_ms / 2 and stream.steps < stream.max_steps:
+                stream.steps += 1
                 self._on_time = 0
-        stats.steps = gen.steps
+        stats.steps = stream.steps
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stop_event.set()
