@@ -80,7 +80,7 @@ class Engine(ABC):
         self.timings = EngineTimings()
 
 
-ENGINES = ("torch", "onnx", "tensorrt")
+ENGINES = ("auto", "torch", "onnx", "tensorrt")  # auto: the measured fastest for the model's family (synth.py)
 
 
 def key_bucket(keys: int, max_keys: int, step: int = 128) -> int:

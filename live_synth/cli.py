@@ -179,9 +179,10 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     from engines.base import ENGINES
 
     group = parser.add_argument_group("engine")
-    group.add_argument("--engine", choices=ENGINES, default="torch",
-                       help="torch (reference), onnx (onnxruntime; graphs exported on first use) or tensorrt "
-                       "(plans built by `live-synth export --engine tensorrt`)")
+    group.add_argument("--engine", choices=ENGINES, default="auto",
+                       help="auto (default: onnx for the causal family on a CPU, torch otherwise), torch (the "
+                       "reference), onnx (onnxruntime; graphs exported on first use) or tensorrt (plans built by "
+                       "`live-synth export --engine tensorrt`)")
     group.add_argument("--engine-dir", help="root of exported engines (default: ~/.cache/live-synth/engines/<weights>)")
     group.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     group.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")

@@ -17,7 +17,7 @@ package's own files (`packaged_path`) and reading a song (`load_song`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -69,7 +69,7 @@ def song_frames(ns: NoteSequence) -> int:
 
 @dataclass(frozen=True)
 class SynthOptions:
-    engine: str = "torch"
+    engine: str = "auto"  # see `pick_engine`
     device: str = "cpu"
     dtype: str = "float32"
     engine_dir: str | None = None
@@ -122,8 +122,8 @@ class Synth:
     def vocoder_path(self):
         return self.loaded.vocoder_path
 
-    def render(self, ns: NoteSequence, progress=None) -> np.ndarray:
-        """Natural-log mel [frames, 128] of a song (sustain applied)."""
+    def render(self, ns: NoteSequence, progress=None, seed: int | None = None) -> np.ndarray:
+        """Natural-log mel [frames, 128] of a song (sustain applied); `seed`: the options' seed unless given."""
         raise NotImplementedError
 
     def song_warnings(self, ns: NoteSequence, name: str) -> list[str]:
@@ -168,7 +168,7 @@ class WindowSynth(Synth):
         return [f"{name}: {song.overflowed_segments} window(s) hold more than {self.config.max_tokens - 1} tokens; "
                 f"{song.dropped_tokens} token(s) beyond the notes encoder's length were dropped"]
 
-    def render(self, ns: NoteSequence, progress=None) -> np.ndarray:
+    def render(self, ns: NoteSequence, progress=None, seed: int | None = None) -> np.ndarray:
         import torch
 
         from live_synth.render import render_mel
@@ -176,8 +176,9 @@ class WindowSynth(Synth):
 
         song = self._windows(ns)
         o = self.options
+        generator = torch.Generator().manual_seed(o.seed if seed is None else seed)
         return render_mel(self.engine, song.segments, make_sampler(o.sampler, self.steps), o.guidance,
-                          torch.Generator().manual_seed(o.seed), on_segment=progress, rolls=song.rolls)
+                          generator, on_segment=progress, rolls=song.rolls)
 
     def live_stream(self, hop: int, strategy: str | None = None, sampler: str = "ddim") -> LiveStream:
         from live_synth.live.generator import LiveGenerator, LivePolicy
@@ -205,19 +206,34 @@ class CausalSynth(Synth):
     def warm_up(self) -> None:
         self.engine.warm_up(self.steps)
 
-    def render(self, ns: NoteSequence, progress=None) -> np.ndarray:
+    def render(self, ns: NoteSequence, progress=None, seed: int | None = None) -> np.ndarray:
         from live_synth.causal_stream import render_events
         from live_synth.midi.events import NoteEvents
 
         frames = song_frames(ns)
         chunks = self.options.chunks or max(1, min(8, frames // (20 * FRAME_RATE)))  # about 20 s per chunk
-        return render_events(self.engine, NoteEvents.from_sequence(ns), frames, self.steps, self.options.seed,
-                             chunks=chunks, progress=progress)
+        return render_events(self.engine, NoteEvents.from_sequence(ns), frames, self.steps,
+                             self.options.seed if seed is None else seed, chunks=chunks, progress=progress)
 
     def live_stream(self, hop: int = 1, strategy: str | None = None, sampler: str | None = None) -> LiveStream:
         from live_synth.causal_stream import CausalLiveStream
 
         return CausalLiveStream(self.engine, self.steps, self.options.seed, hop=hop)
+
+
+def pick_engine(name: str, family: str, device: str) -> str:
+    """`auto`: ONNX Runtime for the causal family on a CPU (its frame step ran 3-4x faster than eager torch at
+    batch 1, BENCHMARKS.md), torch otherwise (the window family's live defaults were measured with it)."""
+    if name != "auto":
+        return name
+    if family == "causal" and device == "cpu":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "torch"
+        return "onnx"
+    return "torch"
 
 
 def load_synth(spec: str, options: SynthOptions = SynthOptions()) -> Synth:
@@ -228,6 +244,7 @@ def load_synth(spec: str, options: SynthOptions = SynthOptions()) -> Synth:
     path, warning = resolve_model_spec(spec)
     loaded = load_model(path, seed=options.seed)
     cls = CausalSynth if isinstance(loaded.model, CausalModel) else WindowSynth
+    options = replace(options, engine=pick_engine(options.engine, cls.family, options.device))
     return cls(loaded, options, warning)
 
 

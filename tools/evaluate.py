@@ -47,18 +47,15 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from engines import load_engine  # noqa: E402
 from live_synth.provenance import machine, revision  # noqa: E402
 from live_synth.audio import GriffinLimVocoder, load_vocoder, log_mel  # noqa: E402
 from live_synth.files import atomic_output  # noqa: E402
 from live_synth.cli import warn  # noqa: E402
-from live_synth.synth import resolve_model_spec  # noqa: E402
 from live_synth.constants import FRAME_RATE, HOP, LOG_MEL_MAX, LOG_MEL_MIN, N_MELS, SAMPLE_RATE  # noqa: E402
 from live_synth.errors import LiveSynthError  # noqa: E402
 from live_synth.midi import apply_sustain, read_midi  # noqa: E402
-from live_synth.model import ModelConfig, load_model  # noqa: E402
-from live_synth.render import SongWindows, render_mel, song_windows  # noqa: E402
 from live_synth.sampling.samplers import make_sampler  # noqa: E402
+from live_synth.synth import SynthOptions, load_synth, song_frames  # noqa: E402
 from live_synth.training.metrics import (  # noqa: E402  (Basic Pitch and mir_eval are imported on first use)
     check_dependencies,
     log_mel_l1,
@@ -87,28 +84,37 @@ class Piece:
 
 @dataclass
 class Stack:
-    """What renders a piece: engine, vocoder, the model's config (its token language and window geometry) and the
-    sampling settings."""
-    engine: Any
+    """What renders a piece: the synth (model family, engine, sampler), the vocoder, and the seeds to render with."""
+    synth: Any
     vocoder: Any
-    config: ModelConfig
-    sampler: str
-    guidance: float
-    seed: int
+    seeds: list[int]
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Data
 
 
-def heldout_files(dataset: Path, limit: int | None) -> list[Path]:
+def heldout_files(dataset: Path, limit: int | None, sources: str = "all") -> list[Path]:
+    """The held-out pieces (of the given dataset sources: comma-separated name prefixes, or "all")."""
     folder = dataset / "heldout"
     if not folder.is_dir():
         raise LiveSynthError(f"{dataset}: no held-out split (expected the folder {folder})")
     files = sorted(folder.glob("*.npz"))
+    if sources != "all":
+        prefixes = tuple(f"{s.strip()}/" for s in sources.split(",") if s.strip())
+        names = _manifest_names(dataset)
+        files = [f for f in files if names.get(f"heldout/{f.name}", "").startswith(prefixes)]
     if not files:
-        raise LiveSynthError(f"{folder}: holds no .npz pieces")
+        raise LiveSynthError(f"{folder}: holds no .npz pieces" + ("" if sources == "all" else f" of {sources}"))
     return files[:limit] if limit else files
+
+
+def _manifest_names(dataset: Path) -> dict[str, str]:
+    try:
+        return json.loads((dataset / "manifest.json").read_text()).get("pieces", {})
+    except (OSError, ValueError):
+        raise LiveSynthError(f"{dataset}: no readable manifest.json to select pieces by source "
+                             "(pass --sources all)") from None
 
 
 def _text(value: np.ndarray, default: str) -> str:
@@ -161,21 +167,23 @@ def render_reference(midi: bytes, name: str) -> np.ndarray:
 # Rendering and scoring
 
 
-def song_of(stack: Stack, piece: Piece) -> tuple[SongWindows, int]:
-    """The model's windows for a piece's MIDI (sustain applied, as `live-synth render` does) and its frame count."""
+def song_of(piece: Piece):
+    """A piece's notes as `render` reads them (sustain applied) and its frame count."""
     notes = apply_sustain(read_midi(piece.midi, name=piece.name))
-    return song_windows(notes, stack.config), int(notes.total_time * SAMPLE_RATE) // HOP + 1  # as song_windows
+    return notes, song_frames(notes)
 
 
-def render(stack: Stack, song: SongWindows, frames: int, steps: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(our log-mel [frames, 128], our audio, compute seconds) for a song's windows at `steps` sampling steps."""
-    sampler = make_sampler(stack.sampler, steps)
+def render(stack: Stack, notes, frames: int, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(our log-mel [frames, 128], our audio, compute seconds) for a song at `steps` sampling steps."""
+    stack.synth.steps = steps
     start = time.perf_counter()
-    mel = render_mel(stack.engine, song.segments, sampler, stack.guidance, torch.Generator().manual_seed(stack.seed),
-                     rolls=song.rolls)
-    mel = mel[:frames]
+    mel = stack.synth.render(notes, seed=seed)[:frames]
     audio = stack.vocoder(mel)
     return mel, audio, time.perf_counter() - start
+
+
+def rms_db(audio: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(np.square(audio, dtype=np.float64)) + 1e-12))
 
 
 def score_audio(piece: Piece, mel: np.ndarray, audio: np.ndarray, seconds: float) -> dict[str, float]:
@@ -188,10 +196,20 @@ def score_audio(piece: Piece, mel: np.ndarray, audio: np.ndarray, seconds: float
         "precision": scores.precision,
         "recall": scores.recall,
         "f1": scores.f1,
+        "level_db": rms_db(audio) - rms_db(piece.audio),  # ours minus FluidSynth's, whole piece
         "compute_s": seconds,
         "audio_s": audio_seconds,
         "rtf": seconds / audio_seconds if audio_seconds > 0 else math.nan,
     }
+
+
+def mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The seeds' mean of every score, the F1's standard deviation over seeds, and the summed compute."""
+    out = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
+    out["f1_seed_sd"] = float(np.std([r["f1"] for r in runs]))
+    out["compute_s"], out["audio_s"] = sum(r["compute_s"] for r in runs), sum(r["audio_s"] for r in runs)
+    out["rtf"] = out["compute_s"] / out["audio_s"] if out["audio_s"] > 0 else math.nan
+    return out
 
 
 def evaluate_piece(stack: Stack, piece: Piece, step_counts: list[int]) -> tuple[dict, np.ndarray]:
@@ -201,12 +219,15 @@ def evaluate_piece(stack: Stack, piece: Piece, step_counts: list[int]) -> tuple[
     vocoded = stack.vocoder(piece.mel)
     vocoder_seconds = time.perf_counter() - start
     vocoded_mel = log_mel(torch.from_numpy(vocoded)).numpy()
-    song, frames = song_of(stack, piece)
+    notes, frames = song_of(piece)
     renders, first_mel = {}, None
     for steps in step_counts:
-        mel, audio, seconds = render(stack, song, frames, steps)
-        renders[steps] = score_audio(piece, mel, audio, seconds)
-        first_mel = mel if first_mel is None else first_mel
+        runs = []
+        for seed in stack.seeds:
+            mel, audio, seconds = render(stack, notes, frames, steps, seed)
+            runs.append(score_audio(piece, mel, audio, seconds))
+            first_mel = mel if first_mel is None else first_mel
+        renders[steps] = mean_over_seeds(runs)
     row = {
         "name": piece.name,
         "seconds": len(piece.audio) / SAMPLE_RATE,
@@ -215,12 +236,126 @@ def evaluate_piece(stack: Stack, piece: Piece, step_counts: list[int]) -> tuple[
         "vocoder_only": score_audio(piece, vocoded_mel, vocoded, vocoder_seconds),
         "renders": renders,
     }
+    drums = drum_check(stack, piece, step_counts[0])
+    if drums is not None:
+        row["drums"] = drums
     return row, first_mel
+
+
+LONE_VELOCITIES = (20, 45, 70, 95, 120)
+
+
+def lone_notes_midi(pitch: int = 60, program: int = 0) -> bytes:
+    """One note at each of LONE_VELOCITIES, alone: held 1 s, 1.5 s apart (the issue's dynamics check)."""
+    import mido
+
+    midi = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 960 ticks per second
+    track = mido.MidiTrack([mido.Message("program_change", program=program, time=0)])
+    for i, velocity in enumerate(LONE_VELOCITIES):
+        track.append(mido.Message("note_on", note=pitch, velocity=velocity, time=480 if i == 0 else 480))
+        track.append(mido.Message("note_off", note=pitch, velocity=0, time=960))
+    track.append(mido.MetaMessage("end_of_track", time=960))
+    midi.tracks.append(track)
+    buffer = io.BytesIO()
+    midi.save(file=buffer)
+    return buffer.getvalue()
+
+
+def note_levels(audio: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per lone note (onsets 0.5 + 1.5 k s, held 1 s): the peak level (dBFS of 20 ms RMS) and the level over the
+    hold's last 200 ms relative to that peak (how much of the note is still sounding when its key goes up)."""
+    block = SAMPLE_RATE // 50
+    power = np.square(audio[: len(audio) // block * block].reshape(-1, block), dtype=np.float64).mean(axis=1)
+    db = 10 * np.log10(power + 1e-12)
+    peaks, held = [], []
+    for i in range(len(LONE_VELOCITIES)):
+        on = int((0.5 + 1.5 * i) * 50)
+        span = db[on : on + 50]
+        peaks.append(float(span.max()))
+        held.append(float(db[on + 40 : on + 50].mean() - span.max()))
+    return peaks, held
+
+
+def dynamics_check(stack: Stack, steps: int) -> dict:
+    """Lone piano notes at velocities 20..120: levels of ours (each seed) next to FluidSynth's, each relative to
+    its own loudest note (the training renders use a higher master gain than FluidSynth's default)."""
+    from live_synth.training.synth import make_renderer
+
+    midi = lone_notes_midi()
+    notes = apply_sustain(read_midi(midi, name="lone notes"))
+    reference_peaks, reference_held = note_levels(make_renderer("fluidsynth").render(midi))
+    runs = []
+    for seed in stack.seeds:
+        _, audio, _ = render(stack, notes, song_frames(notes) + 25, steps, seed)
+        runs.append(note_levels(audio))
+    relative = lambda peaks: [p - max(peaks) for p in peaks]  # noqa: E731
+    ours_rel = [relative(p) for p, _ in runs]
+    ref_rel = relative(reference_peaks)
+    deviation = max(abs(a - b) for run in ours_rel for a, b in zip(run, ref_rel))
+    return {"velocities": list(LONE_VELOCITIES), "fluidsynth_db": reference_peaks, "fluidsynth_relative": ref_rel,
+            "fluidsynth_held": reference_held, "ours_db": [p for p, _ in runs], "ours_relative": ours_rel,
+            "ours_held": [h for _, h in runs], "max_deviation_db": deviation,
+            "monotone": all(all(b > a for a, b in zip(run, run[1:])) for run in ours_rel),
+            "seed_spread_db": max(max(col) - min(col) for col in zip(*[p for p, _ in runs]))}
+
+
+def drum_midi(midi: bytes) -> bytes | None:
+    """The piece's drum part alone (channel 10 and the tempo map), or None when it has no drum notes."""
+    import mido
+
+    source = mido.MidiFile(file=io.BytesIO(midi))
+    out = mido.MidiFile(type=1, ticks_per_beat=source.ticks_per_beat)
+    found = False
+    for track in source.tracks:
+        kept, carry = mido.MidiTrack(), 0
+        for message in track:
+            carry += message.time
+            if message.is_meta or getattr(message, "channel", None) == 9:
+                kept.append(message.copy(time=carry))
+                carry = 0
+                found |= message.type == "note_on" and message.velocity > 0 and not message.is_meta
+        out.tracks.append(kept)
+    if not found:
+        return None
+    buffer = io.BytesIO()
+    out.save(file=buffer)
+    return buffer.getvalue()
+
+
+def drum_onsets(audio: np.ndarray) -> np.ndarray:
+    """Onset times (s) found by spectral flux (librosa's onset detector) in 16 kHz audio."""
+    import librosa
+
+    return librosa.onset.onset_detect(y=audio.astype(np.float32), sr=SAMPLE_RATE, units="time", hop_length=160,
+                                      backtrack=False)
+
+
+def drum_check(stack: Stack, piece: Piece, steps: int) -> dict | None:
+    """Drum-only passage of the piece (its drum part alone), ours and FluidSynth's: onset F1 of an onset detector
+    against the drum notes (50 ms), and the level difference (dB RMS, ours minus FluidSynth's)."""
+    import mir_eval
+
+    from live_synth.training.synth import make_renderer
+
+    midi = drum_midi(piece.midi)
+    if midi is None:
+        return None
+    notes = apply_sustain(read_midi(midi, name=piece.name + " (drums)"))
+    truth = np.unique(np.round([n.start for n in notes.notes], 3))
+    reference = make_renderer("fluidsynth").render(midi)
+    mel, audio, _ = render(stack, notes, song_frames(notes), steps, stack.seeds[0])
+    out = {}
+    for name, signal in (("reference", reference), ("ours", audio)):
+        f1 = mir_eval.onset.f_measure(truth, drum_onsets(signal), window=0.05)[0]
+        out[f"{name}_f1"] = float(f1)
+    out["level_db"] = rms_db(audio[: len(reference)]) - rms_db(reference[: len(audio)])
+    return out
 
 
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
     """Means of the per-piece scores; the RTF as total compute over total audio."""
-    summary = {key: float(np.mean([r[key] for r in rows])) for key in SCORE_KEYS if all(key in r for r in rows)}
+    keys = (*SCORE_KEYS, "level_db", "f1_seed_sd")
+    summary = {key: float(np.mean([r[key] for r in rows])) for key in keys if all(key in r for r in rows)}
     compute, audio = sum(r["compute_s"] for r in rows), sum(r["audio_s"] for r in rows)
     summary.update(compute_s=compute, audio_s=audio, rtf=compute / audio if audio > 0 else math.nan)
     return summary
@@ -241,6 +376,10 @@ def overall(pieces: list[dict], step_counts: list[int]) -> dict:
     reference = {key: float(np.mean([p["reference"][key] for p in pieces])) for key in ("precision", "recall", "f1")}
     total = {"reference": reference, "vocoder_only": summarize([p["vocoder_only"] for p in pieces]),
              "renders": {steps: summarize([p["renders"][steps] for p in pieces]) for steps in step_counts}}
+    drums = [p["drums"] for p in pieces if "drums" in p]
+    if drums:
+        total["drums"] = {key: float(np.mean([d[key] for d in drums])) for key in drums[0]}
+        total["drums"]["pieces"] = len(drums)
     for system in [*pieces, total]:
         add_f1_ratios(system)
     return total
@@ -263,12 +402,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _system_cells(s: dict) -> list[str]:
-    return [_fmt(s["log_mel_l1"]), _fmt(s["mr_stft"]), _fmt(s["f1"]), _fmt(s["f1_ratio_reference"]),
-            _fmt(s["f1_ratio_same_vocoder"]), _fmt(s["rtf"], 4)]
+    return [_fmt(s["log_mel_l1"]), _fmt(s["mr_stft"]), _fmt(s["f1"]) + (f" ± {_fmt(s['f1_seed_sd'])}"
+            if "f1_seed_sd" in s else ""), _fmt(s["f1_ratio_reference"]), _fmt(s["f1_ratio_same_vocoder"]),
+            _fmt(s.get("level_db"), 1), _fmt(s["rtf"], 4)]
 
 
-SYSTEM_HEADER = ["log-mel L1 ↓", "MR-STFT ↓", "onset F1 ↑", "F1 ÷ FluidSynth F1", "F1 ÷ same-vocoder ref. F1",
-                 "RTF ↓"]
+SYSTEM_HEADER = ["log-mel L1 ↓", "MR-STFT ↓", "onset F1 ↑ (± sd over seeds)", "F1 ÷ FluidSynth F1",
+                 "F1 ÷ same-vocoder ref. F1", "level − FluidSynth (dB)", "RTF ↓"]
 
 
 def vocoder_only_label(result: dict) -> str:
@@ -282,7 +422,7 @@ def overall_section(result: dict) -> list[str]:
     settings, total = result["settings"], result["overall"]
     ours = total["renders"][settings["steps"]]
     rows = [
-        ["FluidSynth reference audio", "–", "–", _fmt(total["reference"]["f1"]), "1.000", "–", "–"],
+        ["FluidSynth reference audio", "–", "–", _fmt(total["reference"]["f1"]), "1.000", "–", "0.0", "–"],
         [vocoder_only_label(result), *_system_cells(total["vocoder_only"])],
         [f"ours: {settings['sampler']} × {settings['steps']} → {settings['vocoder']}", *_system_cells(ours)],
     ]
@@ -296,6 +436,11 @@ def overall_section(result: dict) -> list[str]:
     if settings["griffin_lim"]:
         lines.append("- the vocoder is Griffin-Lim (the weight-free fallback, not a trained vocoder): judge the model "
                      f"by ours ÷ the reference through the same vocoder = {_fmt(ours['f1_ratio_same_vocoder'])}")
+    drums = total.get("drums")
+    if drums:
+        lines.append(f"- drums ({drums['pieces']} pieces with a drum part, rendered alone; onset detector vs the drum "
+                     f"notes, 50 ms): F1 ours {_fmt(drums['ours_f1'])}, FluidSynth {_fmt(drums['reference_f1'])}; "
+                     f"level ours − FluidSynth {_fmt(drums['level_db'], 1)} dB")
     return lines + [""]
 
 
@@ -304,6 +449,29 @@ def sweep_section(result: dict) -> list[str]:
     rows = [[str(steps), *_system_cells(renders[steps])] for steps in result["settings"]["sweep"]]
     return [f"## Sampling steps ({result['settings']['sampler']}, overall)", "",
             *_table(["steps", *SYSTEM_HEADER], rows), ""]
+
+
+def dynamics_section(result: dict) -> list[str]:
+    lines = ["## Dynamics: one piano note (C4, held 1 s) alone at each velocity", "",
+             "Peak level (dBFS of 20 ms RMS) relative to the loudest note; held: the level over the last 200 ms of "
+             "the hold relative to the note's peak.", ""]
+    rows = []
+    for steps, d in result["dynamics"].items():
+        if not rows:
+            rows.append(["FluidSynth", *[f"{v:+.1f} (held {h:+.1f})" for v, h in zip(d["fluidsynth_relative"],
+                                                                                    d["fluidsynth_held"])], "–", "–"])
+        for seed, (rel, held) in zip(result["settings"]["seeds"], zip(d["ours_relative"], d["ours_held"])):
+            rows.append([f"ours, {_steps(int(steps))}, seed {seed}", *[f"{v:+.1f} (held {h:+.1f})"
+                                                                      for v, h in zip(rel, held)],
+                         f"{d['max_deviation_db']:.1f}", "yes" if d["monotone"] else "no"])
+    velocities = next(iter(result["dynamics"].values()))["velocities"]
+    header = ["", *[f"v{v}" for v in velocities], "max |ours − FluidSynth| (dB)", "rises with velocity"]
+    lines += _table(header, rows)
+    for steps, d in result["dynamics"].items():
+        lines.append(f"- {_steps(int(steps))}: loudest note {max(max(p) for p in d['ours_db']):.1f} dBFS (FluidSynth "
+                     f"{max(d['fluidsynth_db']):.1f}); the same note's spread over seeds up to "
+                     f"{d['seed_spread_db']:.1f} dB")
+    return lines + [""]
 
 
 def pieces_section(result: dict) -> list[str]:
@@ -327,8 +495,9 @@ def markdown_report(result: dict) -> str:
         f"- command: `{meta['command']}`",
         f"- revision: {meta['revision']}; date {meta['date']}",
         f"- machine: {meta['machine']}; torch {meta['torch']}; device {s['device']} ({s['dtype']})",
-        f"- model: {s['model_source']}{' (RANDOM WEIGHTS)' if s['random_weights'] else ''}; vocoder {s['vocoder']}; "
-        f"sampler {s['sampler']}, {_steps(s['steps'])}, guidance {s['guidance']}, seed {s['seed']}",
+        f"- model: {s['model_source']}{' (RANDOM WEIGHTS)' if s['random_weights'] else ''} ({s['family']} family, "
+        f"engine {s['engine']}); vocoder {s['vocoder']}; sampler {s['sampler']}, {_steps(s['steps'])}, guidance "
+        f"{s['guidance']}, seeds {s['seeds']}; held-out sources {s['sources']}",
         f"- pieces: {len(result['pieces'])} held-out, {_fmt(sum(p['seconds'] for p in result['pieces']), 1)} s of "
         f"audio, {sum(p['notes'] for p in result['pieces'])} pitched reference notes (drum notes are left out: "
         "Basic Pitch transcribes pitched notes only)",
@@ -338,7 +507,7 @@ def markdown_report(result: dict) -> str:
         "audio s (model + vocoder).",
         "",
     ]
-    lines += overall_section(result) + sweep_section(result) + pieces_section(result)
+    lines += overall_section(result) + sweep_section(result) + dynamics_section(result) + pieces_section(result)
     lines += [f"![reference mel above ours]({PNG_FILE})", ""]
     return "\n".join(lines)
 
@@ -385,13 +554,13 @@ def _json_safe(value: Any) -> Any:
 # Command line
 
 
-def parse_steps(text: str) -> list[int]:
+def parse_steps(text: str, option: str = "--sweep", minimum: int = 1) -> list[int]:
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise LiveSynthError(f"--sweep must be step counts separated by commas, got {text!r}") from None
-    if any(c < 1 for c in counts):
-        raise LiveSynthError(f"--sweep step counts must be >= 1, got {text!r}")
+        raise LiveSynthError(f"{option} must be integers separated by commas, got {text!r}") from None
+    if any(c < minimum for c in counts):
+        raise LiveSynthError(f"{option} values must be >= {minimum}, got {text!r}")
     return list(dict.fromkeys(counts))
 
 
@@ -405,8 +574,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=8, help="the default step count (main rows)")
     parser.add_argument("--sweep", default="1,2,4,8,16", help="step counts for the sweep table ('' for none)")
     parser.add_argument("--guidance", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="seeds to render each piece with, e.g. 0,1,2 (scores are "
+                        "their means; the F1's spread over seeds is reported)")
     parser.add_argument("--pieces", type=int, default=0, help="evaluate only the first N held-out pieces")
+    parser.add_argument("--sources", default="procedural,music21",
+                        help="held-out pieces whose names start with these dataset sources (default: the split the "
+                        "earlier models were evaluated on; 'all' for every piece)")
+    parser.add_argument("--engine", default="torch", help="torch | onnx | auto")
+    parser.add_argument("--chunks", type=int, default=0, help="causal family: chunks rendered side by side (0: "
+                        "render's default; 1: one sequential pass)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -417,27 +593,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_stack(args: argparse.Namespace) -> tuple[Stack, dict]:
     """The rendering stack and the settings that describe it in the report."""
-    spec, warning = resolve_model_spec(args.model)
-    loaded = load_model(spec, seed=args.seed)
-    if warning or loaded.random_weights:
-        warn(warning or f"model '{args.model}' has RANDOM weights: the numbers describe noise, not a model")
-    vocoder_spec = args.vocoder or loaded.vocoder_path
+    seeds = parse_steps(args.seeds, "--seeds", minimum=0)
+    synth = load_synth(args.model, SynthOptions(engine=args.engine, device=args.device, dtype=args.dtype,
+                                                sampler=args.sampler, guidance=args.guidance, seed=seeds[0],
+                                                chunks=args.chunks))
+    for line in synth.warnings:
+        warn(line + (": the numbers describe noise, not a model" if "RANDOM" in line else ""))
+    vocoder_spec = args.vocoder or synth.vocoder_path
     griffin_lim = vocoder_spec is None or str(vocoder_spec).strip().lower() == "griffin-lim"
-    vocoder = GriffinLimVocoder(n_iter=args.griffin_lim_iters, seed=args.seed) if griffin_lim \
+    vocoder = GriffinLimVocoder(n_iter=args.griffin_lim_iters, seed=seeds[0]) if griffin_lim \
         else load_vocoder(vocoder_spec)
-    engine = load_engine("torch", loaded.model, device=args.device, dtype=args.dtype)
-    stack = Stack(engine, vocoder, loaded.model.config, args.sampler, args.guidance, args.seed)
-    settings = {"model": args.model, "model_source": loaded.source, "random_weights": loaded.random_weights,
-                "vocoder": vocoder.name, "griffin_lim": griffin_lim, "sampler": args.sampler, "steps": args.steps,
-                "guidance": args.guidance, "seed": args.seed, "device": args.device, "dtype": args.dtype}
+    stack = Stack(synth, vocoder, seeds)
+    sampler = args.sampler if synth.family == "window" else "causal DDIM"
+    settings = {"model": args.model, "model_source": synth.source, "random_weights": synth.loaded.random_weights,
+                "family": synth.family, "engine": synth.engine.name, "vocoder": vocoder.name,
+                "griffin_lim": griffin_lim, "sampler": sampler, "steps": args.steps, "guidance": args.guidance,
+                "seed": seeds[0], "seeds": seeds, "device": args.device, "dtype": args.dtype,
+                "sources": args.sources}
     return stack, settings
 
 
 def warm_up(stack: Stack, piece: Piece) -> None:
     """One short render so that lazy initialisation is not timed as the first piece's RTF."""
-    song, _ = song_of(stack, piece)
-    first = SongWindows(song.segments[:1], song.rolls[:1] if song.rolls else None, 0, 0)
-    render(stack, first, stack.config.target_length, 1)
+    notes, _ = song_of(piece)
+    render(stack, notes, 64, 1, stack.seeds[0])
 
 
 def run(args: argparse.Namespace, command: str) -> dict:
@@ -446,7 +625,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         torch.set_num_threads(args.threads)
     sweep = parse_steps(args.sweep)
     make_sampler(args.sampler, args.steps)  # a wrong sampler or step count fails before any work
-    files = heldout_files(Path(args.dataset), args.pieces or None)
+    files = heldout_files(Path(args.dataset), args.pieces or None, args.sources)
     check_dependencies()
     out = Path(args.out)
     try:
@@ -466,7 +645,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
     settings.update(dataset=args.dataset, sweep=sweep)
     meta = {"command": command, "revision": revision(), "machine": machine(), "torch": torch.__version__,
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    result = {"meta": meta, "settings": settings, "overall": overall(pieces, step_counts), "pieces": pieces}
+    result = {"meta": meta, "settings": settings, "overall": overall(pieces, step_counts), "pieces": pieces,
+              "dynamics": {steps: dynamics_check(stack, steps) for steps in step_counts}}
     write_outputs(out, result, first)
     return result
 

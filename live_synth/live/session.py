@@ -52,7 +52,7 @@ class PlaySettings:
     vocoder: str | None = None
     record: str | None = None
     seed: int = 0
-    engine: str = "torch"
+    engine: str = "auto"
     device: str = "cpu"
     dtype: str = "float32"
     engine_dir: str | None = None  # exported engines' root (default: the user cache)
@@ -117,9 +117,10 @@ class Generation:
         causal = self.synth.family == "causal"
         hop = settings.hop or (1 if causal else 4)
         self.stream = self.synth.live_stream(hop, settings.strategy, settings.sampler)
-        self.vocoder = streaming_vocoder(load_vocoder(settings.vocoder or self.synth.vocoder_path))
+        self.vocoder = streaming_vocoder(load_vocoder(settings.vocoder or self.synth.vocoder_path),
+                                         engine=self.synth.engine.name)
         log(f"model {self.synth.source} ({self.synth.family} family, hop {hop} frame(s) = {hop * 20} ms, "
-            f"{self.stream.steps} steps, engine {settings.engine}), vocoder {self.vocoder.name}")
+            f"{self.stream.steps} steps, engine {self.synth.engine.name}), vocoder {self.vocoder.name}")
         self.worker = self.midi = self.recorder = None
         self._last_port_check = 0.0
 

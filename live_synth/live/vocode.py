@@ -70,10 +70,55 @@ class GriffinLimStream:
         self.history, self.held = state[0].copy(), state[1].copy()
 
 
-def streaming_vocoder(vocoder: Vocoder):
-    """The live stream for a vocoder: exact streaming when it has one, chunked Griffin-Lim otherwise."""
+class OrtNeuralStream:
+    """`NeuralStream` with the step graph (`neural_vocoder.export_step_onnx`) run by ONNX Runtime: the same
+    output within float tolerance, several times cheaper per frame (BENCHMARKS.md). The graph is exported once per
+    weights into the engines cache. State: the graph's state arrays (new arrays each step: snapshots are free)."""
+
+    def __init__(self, vocoder, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        from engines.onnx_export import engine_root, weights_fingerprint
+        from live_synth.audio.neural_vocoder import export_step_onnx, onnx_state_names
+
+        model = getattr(vocoder, "model", vocoder)
+        fingerprint = weights_fingerprint(model)
+        path = engine_root(model, fingerprint) / "vocoder-step.onnx"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.onnx")
+            export_step_onnx(model.float().eval(), tmp)
+            tmp.replace(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = onnx_state_names(model)
+        self.inputs, self.outputs = ["mel", *names], ["audio", *[f"next_{n}" for n in names]]
+        initial = model.initial_state(1)
+        self.state = tuple(t.detach().float().numpy() for t in (*initial.caches, initial.tail))
+        self.delay_samples = int(model.delay_samples)
+        self.name = f"neural stream, onnxruntime (delay {self.delay_samples} samples)"
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        mel = np.ascontiguousarray(frames, np.float32)[None]
+        out = self.session.run(self.outputs, dict(zip(self.inputs, (mel, *self.state))))
+        self.state = tuple(out[1:])
+        return out[0][0]
+
+    def snapshot(self):
+        return self.state
+
+    def restore(self, state) -> None:
+        self.state = state
+
+
+def streaming_vocoder(vocoder: Vocoder, engine: str = "torch"):
+    """The live stream for a vocoder: exact streaming when it has one (in ONNX Runtime with `engine="onnx"`),
+    chunked Griffin-Lim otherwise."""
     if hasattr(getattr(vocoder, "model", vocoder), "initial_state"):
-        return NeuralStream(vocoder)
+        return OrtNeuralStream(vocoder) if engine == "onnx" else NeuralStream(vocoder)
     if isinstance(vocoder, GriffinLimVocoder):
         return GriffinLimStream(GriffinLimVocoder(n_iter=min(vocoder.n_iter, 16)))
     raise ValueError(f"vocoder {vocoder.name} cannot stream; use the neural vocoder or griffin-lim")
