@@ -155,7 +155,8 @@ def cmd_play(args: argparse.Namespace) -> int:
           f"{report.tick_ms_p99:.1f} ms), late ticks {report.late_ticks}, ring underruns {report.underruns}, "
           f"device underflows {report.underflows}, MIDI received {report.midi_received} / dropped "
           f"{report.midi_dropped}, rollbacks {report.rollbacks} ({report.frames_regenerated} frames regenerated, "
-          f"{report.coalesced} events coalesced, {report.deferred} deferred), late events {report.late_events}"
+          f"{report.coalesced} events coalesced, {report.deferred} deferred), late events {report.late_events} "
+          f"(by up to {report.late_ms_max:.1f} ms)"
           + (f"; recorded {report.recorded}" if report.recorded else ""), file=sys.stderr)
     return 0
 

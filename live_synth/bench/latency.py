@@ -9,7 +9,8 @@ Method (BENCHMARKS.md repeats it next to the numbers):
   the audio's way back to the probe (up to one period, depending on JACK's graph order).
 - Onset: 0.5 ms block RMS crossing 10 % of the way from the 50 ms median level before the note to the note's peak
   and staying above for 10 ms; a note without a clear peak (< 4x that level) is counted as missed. For live-synth
-  the search and the level before start at `earliest_answer_ms(lead)`, the soonest its answer can be heard.
+  the search and the level before start at `earliest_answer_ms`, the soonest its answer can be heard (from the
+  latency `play` declares in its report: the causal family's delay, the window family's lead).
 - Each synthesizer runs alone (one after the other, same server, same note schedule seed) so that they do not
   compete for the CPU. Known biases: the dummy JACK driver paces cycles with a timer, not a sound card; MIDI is
   delivered at period boundaries; servers started here run without real-time scheduling.
@@ -105,18 +106,24 @@ def _stop(process: subprocess.Popen, timeout: float) -> str:
     return err or ""
 
 
-def earliest_answer_ms(lead_ms: float) -> float:
-    """The soonest live-synth's answer to a note can be heard: the note is stamped at the committed end, behind the
-    ring's fill, which is at least the lead minus the compute of the tick under way when the note arrives; the
-    resampler's 15 ms hold-back and the output periods come on top. 0.8 x the lead is below every onset measured
-    (BENCHMARKS.md: the earliest were 1.17x the lead at 250 ms, 1.24x at 200, 1.59x at 100, 1.99x at 40)."""
-    return 0.8 * lead_ms
+def earliest_answer_ms(latency: dict) -> float:
+    """The soonest live-synth's answer to a note can be heard, from the latency parts `play` reports.
+
+    Causal family: a note is placed at arrival + the declared delay D, so nothing of it can be heard sooner; 0.8 D
+    leaves room for the frame's 40 ms analysis window, which starts up to a frame before the onset.
+    Window family: the note is stamped at the committed end, behind the ring's fill, which is at least the lead
+    minus the compute of the tick under way; 0.8 x the lead is below every onset measured (BENCHMARKS.md: the
+    earliest were 1.17x the lead at 250 ms, 1.24x at 200, 1.59x at 100, 1.99x at 40)."""
+    if "delay" in latency:
+        return 0.8 * float(latency["delay"])
+    return 0.8 * float(latency.get("lead", 0.0))
 
 
 def measure(synth: str, notes: list[ScheduledNote], seconds: float, tag: str, play_args: list[str],
-            soundfont: str = DEFAULT_SOUNDFONT, log=print, earliest_ms: float = 0.0) -> LatencyResult:
+            soundfont: str = DEFAULT_SOUNDFONT, log=print, earliest_ms: float | None = None) -> LatencyResult:
     """Start `synth` ('live-synth' or 'fluidsynth'), play `notes` into it from a probe, capture, detect onsets no
-    sooner than `earliest_ms` after each note-on (`detect_onsets`; for live-synth: `earliest_answer_ms(lead)`)."""
+    sooner than `earliest_ms` after each note-on (`detect_onsets`; None: for live-synth `earliest_answer_ms` of the
+    latency its report declares, 0 otherwise)."""
     probe = Probe(f"{tag}-probe", seconds + 5)
     report_path = None
     if synth == "live-synth":
@@ -176,6 +183,8 @@ def measure(synth: str, notes: list[ScheduledNote], seconds: float, tag: str, pl
             report = {}
         report_path.unlink(missing_ok=True)
     frames = [at for at, _ in sent]
+    if earliest_ms is None:
+        earliest_ms = earliest_answer_ms(report.get("latency") or {}) if synth == "live-synth" else 0.0
     onsets = detect_onsets(probe.audio, frames, probe.rate, earliest_s=earliest_ms / 1e3)
     latencies = [None if o is None else (o - at) / probe.rate * 1e3 for o, at in zip(onsets, frames)]
     return LatencyResult(synth, {"args": play_args} if synth == "live-synth" else {"soundfont": soundfont},
@@ -192,8 +201,7 @@ def run_latency_bench(n_notes: int, play_args: list[str], out_jsonl: Path, png: 
     seconds = n_notes * spacing + 4.0
     results = []
     for synth in (["live-synth"] + (["fluidsynth"] if with_fluidsynth else [])):
-        lead = float(key["lead_ms"]) if synth == "live-synth" and key and key.get("lead_ms") else 0.0
-        results.append(measure(synth, notes, seconds, tag, play_args, log=log, earliest_ms=earliest_answer_ms(lead)))
+        results.append(measure(synth, notes, seconds, tag, play_args, log=log))
     rows, provenance = [], {"revision": revision(), "machine": machine()}
     for result in results:
         row = {**provenance, "rate": result.rate, "period": result.period,

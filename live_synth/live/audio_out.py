@@ -383,11 +383,11 @@ class OutputFeed:
             self.recorder.write(position, y[:written])
         return written
 
-    def rewind(self, position: int, state: np.ndarray) -> int:
-        """Cut back to ring `position` with the resampler `state` that produced it; returns the samples that could
-        not be taken back (they will be skipped from the next pushes)."""
+    def rewind(self, position: int, state: np.ndarray, keep_until: int = 0) -> int:
+        """Cut back to ring `position` with the resampler `state` that produced it, keeping the ring's audio before
+        `keep_until` (and before its guard); returns the samples that are kept (skipped from the next pushes)."""
         end = self.ring.write_index
-        cut = self.ring.truncate(position)
+        cut = self.ring.truncate(max(position, keep_until))
         self.state = state
         self._skip = max(cut - position, 0)
         self._seam = end - cut  # the old samples still in memory after the cut

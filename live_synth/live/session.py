@@ -81,11 +81,12 @@ class PlayReport:
     coalesced: int = 0
     deferred: int = 0
     latency: dict = field(default_factory=dict)  # the expected latency and its parts (ms), as `play` printed it
+    late_ms_max: float = 0.0  # the most a late event was moved
 
 
 # Counters the generation side publishes (floats in a small array; in shared memory across processes).
-STATS = ("ticks", "late_ticks", "steps", "last_tick_ms", "active_notes", "late_events", "midi_received",
-         "midi_dropped", "ready", "start_time", "finished", "port_lost", "rollbacks", "frames_regenerated",
+STATS = ("ticks", "late_ticks", "steps", "last_tick_ms", "active_notes", "late_events", "late_ms_max",
+         "midi_received", "midi_dropped", "ready", "start_time", "finished", "port_lost", "rollbacks", "frames_regenerated",
          "coalesced", "deferred", "skipped_samples", "delay_ms", "lead_ms", "vocoder_ms", "resampler_ms",
          "guard_ms", "parent_pid")
 
@@ -170,9 +171,9 @@ class Generation:
             ticks = np.array(list(worker.stats.tick_ms)[20:] or [0.0])
             p99 = float(np.percentile(ticks, 99))
             # the guard, then the frames from a note's first frame to its audio (feature + vocoder look-ahead) at
-            # the tick's p99, then one more tick for the worker to wake up in the middle of one
+            # the tick's p99, then one more tick for the worker to wake up in the middle of one, and 2 ms
             frames = self.stream.lookahead_frames() + worker.timing.vocoder_frames + 1
-            delay_ms = s.delay_ms if s.delay_ms is not None else guard_ms + frames * p99
+            delay_ms = s.delay_ms if s.delay_ms is not None else guard_ms + frames * p99 + 2.0
             lead_ms = s.lead_ms if s.lead_ms is not None else delay_ms + s.ahead * 20.0
             self.log(f"measured tick p99 {p99:.1f} ms over {len(ticks)} pre-fill ticks")
         else:
@@ -210,7 +211,7 @@ class Generation:
                   "active_notes": st.active_notes, "late_events": st.late_events,
                   "midi_received": midi.received, "midi_dropped": getattr(midi, "dropped", 0),
                   "rollbacks": st.rollbacks, "frames_regenerated": st.frames_regenerated, "coalesced": st.coalesced,
-                  "deferred": st.deferred, "skipped_samples": st.skipped_samples}
+                  "deferred": st.deferred, "skipped_samples": st.skipped_samples, "late_ms_max": st.late_ms_max}
         for name, value in values.items():
             self.stats[STATS.index(name)] = value
 
@@ -314,7 +315,8 @@ class LiveSession:
                           float(np.percentile(ticks, 99)),
                           Path(fields["recorded"]) if fields.get("recorded") else None,
                           fields.get("tick_ms", []), int(get("late_events")), int(get("rollbacks")),
-                          int(get("frames_regenerated")), int(get("coalesced")), int(get("deferred")), latency)
+                          int(get("frames_regenerated")), int(get("coalesced")), int(get("deferred")), latency,
+                          round(float(get("late_ms_max")), 2))
 
     def _control_loop(self, side, audio, ring, start: float) -> None:
         s = self.settings

@@ -69,6 +69,7 @@ class WorkerStats:
     tick_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))  # recent tick times, for reports
     active_notes: int = 0
     late_events: int = 0  # events that could not be placed where they belong (moved later)
+    late_ms_max: float = 0.0  # the most an event was moved
     rollbacks: int = 0
     frames_regenerated: int = 0  # speculative frames thrown away by rollbacks
     coalesced: int = 0  # events that shared a rollback with an earlier event of the same drain
@@ -200,12 +201,14 @@ class GenerationWorker(threading.Thread):
         target = (arrival + self.delay_s - self.start_time) * self.rate - self.ring.underrun_samples
         # the first position that can still be rewritten once the frames up to it are generated again
         floor = self.ring.read_index + self.ring.guard + self._deadline_s * self.rate
+        if target < floor:
+            self.stats.late_ms_max = max(self.stats.late_ms_max, 1e3 * (floor - target) / self.rate)
         return self.timing.time_at(max(target, floor)), target < floor
 
     def _rollback_events(self, events) -> None:
         stream = self.stream
         low = self.ahead_s() < self.low_s
-        earliest = None
+        earliest, onset = None, None
         for arrival, message in events:
             tau, late = self.place(arrival)
             if low:  # a flood: keep the device fed, place it where the next frame to generate is the first to see it
@@ -220,11 +223,16 @@ class GenerationWorker(threading.Thread):
             if earliest is not None:
                 self.stats.coalesced += 1
             earliest = first if earliest is None else min(earliest, first)
+            onset = tau if onset is None else min(onset, tau)
         if earliest is not None and earliest < stream.frame:
-            self.rollback(earliest)
+            # Keep the old audio up to where the regenerated frames can be ready (the guard plus the deadline), but
+            # never past the first event's own time: the device plays on while the note's frames are made.
+            ready = self.ring.read_index + self.ring.guard + self._deadline_s * self.rate
+            self.rollback(earliest, keep_until=int(min(self.timing.position(onset), ready)))
 
-    def rollback(self, frame: int) -> None:
-        """Regenerate from `frame` on: rewind the stream, the vocoder, the resampler and the ring."""
+    def rollback(self, frame: int, keep_until: int = 0) -> None:
+        """Regenerate from `frame` on: rewind the stream, the vocoder, the resampler and the ring; the ring keeps
+        its audio before `keep_until` (the regenerated audio for that span is skipped, joined by a crossfade)."""
         stream = self.stream
         frame = max(frame, stream.earliest(), self._records[0].frame if self._records else stream.frame)
         if frame >= stream.frame:
@@ -236,7 +244,7 @@ class GenerationWorker(threading.Thread):
         self.stats.frames_regenerated += stream.frame - record.frame
         stream.rewind(record.frame)
         self.vocode.restore(record.vocoder)
-        self.feed.rewind(record.position, record.resampler)
+        self.feed.rewind(record.position, record.resampler, keep_until)
 
     # -- generation --------------------------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -252,9 +260,10 @@ class GenerationWorker(threading.Thread):
         compute_ms = (time.perf_counter() - start) * 1e3
         self._account(compute_ms, len(frames) * 1000 / FRAME_RATE)
         # How far past the guard a rollback's rewrite must start: the frames from a note's first frame to its
-        # audible output (feature look-ahead + vocoder look-ahead), each at about the slowest recent tick.
+        # audible output (feature look-ahead + vocoder look-ahead), each at a slow recent tick (the 90th
+        # percentile: `play` sizes the declared delay with the pre-fill's 99th, so this stays below it).
         self._recent_ms.append(compute_ms)
-        slow = sorted(self._recent_ms)[-2] if len(self._recent_ms) > 1 else compute_ms
+        slow = sorted(self._recent_ms)[int(0.9 * (len(self._recent_ms) - 1))]
         self._deadline_s = (stream.lookahead_frames() + self.timing.vocoder_frames) * slow / 1e3
 
     def _account(self, compute_ms: float, budget_ms: float) -> None:

@@ -371,7 +371,7 @@ def test_sine_through_portaudio_and_jack_then_silence_and_underruns(jack_output,
     feed = OutputFeed(ring, Resampler(rate), recorder)
     hiss = np.random.default_rng(2).normal(0, 0.005, int(1.5 * 16000))  # makes every period unique
     sine = (0.5 * np.sin(2 * np.pi * 440 * np.arange(len(hiss)) / 16000) + hiss).astype(np.float32)
-    feed.push(sine, last=True)
+    feed.push(sine)
     assert ring.available() == len(sine) * rate // 16000 == recorder.samples_written
 
     capture = Capture(jack_client, seconds=4.0)
@@ -428,7 +428,7 @@ def test_recorder_keeps_only_what_fit_in_the_ring(tmp_path):
     recorder = Recorder(tmp_path / "r.wav", 48000, subtype="FLOAT")
     feed = OutputFeed(ring, Resampler(48000), recorder)
     x = np.random.default_rng(0).uniform(-0.5, 0.5, 640).astype(np.float32)
-    written = feed.push(x, last=True)
+    written = feed.push(x)
     assert written == 1024 and feed.overflow_samples == 3 * 640 - 1024
     out = np.empty((1024, 1), np.float32)
     ring.read_into(out)
@@ -436,54 +436,75 @@ def test_recorder_keeps_only_what_fit_in_the_ring(tmp_path):
     np.testing.assert_array_equal(recorded, out[:, 0])
 
 
+def test_a_rewind_rewrites_the_ring_and_the_recording_outside_the_guard(tmp_path):
+    """(e) After a rollback the recording holds what the ring holds: the first audio where it was already final,
+    the regenerated audio after, joined by a crossfade."""
+    ring = SpscRing(1 << 14, guard=960)
+    recorder = Recorder(tmp_path / "r.wav", 48000, subtype="FLOAT")
+    feed = OutputFeed(ring, Resampler(48000), recorder, crossfade=96)
+    states = []
+    for _ in range(10):
+        states.append((feed.position, feed.state))
+        feed.push(np.full(320, 0.1, np.float32))
+    out = np.empty((1200, 1), np.float32)
+    ring.read_into(out)  # played: 1200 samples; the guard keeps 960 more
+    position, state = states[1]  # frame 1 starts at 960: inside what is final
+    skipped = feed.rewind(position, state)
+    assert ring.write_index == 1200 + 960 and skipped == 1200 + 960 - position
+    for _ in range(9):
+        feed.push(np.full(320, -0.1, np.float32))
+    recorded = recorder.audio()
+    assert len(recorded) == ring.write_index == 10 * 960
+    np.testing.assert_allclose(recorded[1000:2160], 0.1, atol=1e-6)  # final: kept
+    np.testing.assert_allclose(recorded[2160 + 96 : 9000], -0.1, atol=1e-6)  # rewritten
+    assert np.all(np.diff(recorded[2160 : 2160 + 96]) < 0)  # the crossfade from the old audio to the new
+
+
 # --- the resampler ------------------------------------------------------------------------------------------------
-CHUNKS = [1, 7, 64, 65, 333, 8193]
+CHUNK_FRAMES = [1, 3, 7, 2, 16]
 
 
-@pytest.mark.parametrize("variable_rate", [True, False], ids=["vr", "hq"])
-@pytest.mark.parametrize("out_rate", [48000, 44100])
-def test_streaming_in_odd_chunks_equals_one_shot(variable_rate, out_rate):
-    """(f) soxr compensates its own group delay, so after alignment the offset is zero: the streamed samples equal
-    the one-shot ones index for index, and an impulse lands where its time says."""
-    resampler = Resampler(out_rate, variable_rate=variable_rate)
-    x = np.random.default_rng(1).uniform(-0.5, 0.5, 20_000).astype(np.float32)
-    x[10_000] = 1.0
-    state, pieces, k, i = resampler.init_state(), [], 0, 0
+@pytest.mark.parametrize("out_rate", [48000, 44100, 96000])
+def test_streaming_in_odd_chunks_equals_one_shot_and_states_are_values(out_rate):
+    """(f) Any split into whole frames gives the same samples; a step never changes the state it was given, so a
+    kept state resumes the stream exactly (the rollback relies on it); an impulse lands at its time + the delay."""
+    resampler = Resampler(out_rate)
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, 320 * 60).astype(np.float32)
+    state, pieces, k, i, kept = resampler.init_state(), [], 0, 0, None
     while k < len(x):
-        n = CHUNKS[i % len(CHUNKS)]
-        y, state = resampler.step(x[k : k + n], state)
+        n = 320 * CHUNK_FRAMES[i % len(CHUNK_FRAMES)]
+        before = state.copy()
+        y, new = resampler.step(x[k : k + n], state)
+        np.testing.assert_array_equal(state, before)
+        if i == 3:
+            kept = (len(np.concatenate(pieces)), state, k)
         pieces.append(y)
-        assert resampler.held_back(state) <= resampler.delay + 1  # the declared delay bounds the hold-back
-        k, i = k + n, i + 1
-    pieces.append(resampler.flush(state)[0])
+        state, k, i = new, k + n, i + 1
     streamed, one_shot = np.concatenate(pieces), resampler.resample(x)
-    assert len(streamed) == len(one_shot) == round(len(x) * out_rate / 16000)
-    np.testing.assert_array_equal(streamed, one_shot)
-    if not variable_rate:  # the fixed-rate engine is soxr.resample itself
-        import soxr
-
-        np.testing.assert_array_equal(one_shot, soxr.resample(x, 16000, out_rate, quality="HQ"))
+    assert len(streamed) == len(one_shot) == len(x) * out_rate // 16000
+    np.testing.assert_allclose(streamed, one_shot, atol=1e-6)
+    offset, state, k = kept
+    np.testing.assert_allclose(resampler.step(x[k:], state)[0], streamed[offset:], atol=1e-6)
     impulse = np.zeros(8000, np.float32)
     impulse[4000] = 1.0
-    assert abs(np.argmax(resampler.resample(impulse)) - 4000 * out_rate / 16000) <= 1
+    assert abs(np.argmax(resampler.resample(impulse)) - (4000 * out_rate / 16000 + resampler.delay)) <= 1
 
 
-def test_declared_delay_is_measured_and_constant_with_the_vr_engine():
+def test_the_delay_is_a_millisecond_and_a_half_and_rates_not_divisible_by_50_are_refused():
+    assert Resampler(48000).delay == 72 and Resampler(44100).delay == 66  # 24 input samples: 1.5 ms
+    with pytest.raises(LiveSynthError, match="divisible by 50"):
+        Resampler(22222)
+
+
+@pytest.mark.parametrize("hz, gain_db", [(1000, 0.0), (6000, 0.0), (7000, -1.2), (7600, -13.0)])
+def test_a_tone_keeps_its_frequency_and_level_and_leaves_no_images(hz, gain_db):
     resampler = Resampler(48000)
-    assert resampler.delay == 720  # 15 ms at 48 kHz
-    state = resampler.init_state()
-    for n in [320, 333, 7, 1000, 64]:
-        resampler.step(np.zeros(n, np.float32), state)
-        assert resampler.held_back(state) == 720
-    assert Resampler(48000, variable_rate=False).delay > 720  # HQ's hold-back varies up to ~1757 samples
-
-
-def test_a_1khz_tone_stays_at_1khz():
-    resampler = Resampler(48000)
-    x = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(32000) / 16000)).astype(np.float32)
+    x = (0.5 * np.sin(2 * np.pi * hz * np.arange(32000) / 16000)).astype(np.float32)
     y = resampler.resample(x)[4800:-4800]
-    assert abs(_dominant_hz(y, 48000) - 1000) <= 1
+    assert abs(_dominant_hz(y, 48000) - hz) <= 1
     spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
     freqs = np.fft.rfftfreq(len(y), 1 / 48000)
     images = spectrum[freqs > 8000].max() / spectrum.max()
-    assert images < 10 ** (-90 / 20) and abs(np.abs(y).max() - 0.5) < 0.01
+    assert images < 10 ** (-80 / 20)
+    rms_db = 20 * np.log10(np.sqrt(np.mean(y**2)) / (0.5 / np.sqrt(2)))
+    assert rms_db == pytest.approx(gain_db, abs=0.3)
