@@ -63,6 +63,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     make_sampler(args.sampler, 1 if args.steps is None else args.steps)  # bad input fails before the model loads
     song = load_song(midi_path)
+    chain = None
+    if args.fx:
+        from live_synth.fx import load_chain
+
+        chain = load_chain(args.fx)
     synth = load_synth(args.model, SynthOptions(
         engine=args.engine, device=args.device, dtype=args.dtype, engine_dir=args.engine_dir,
         cuda_graph=args.cuda_graph, steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed))
@@ -79,6 +84,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         mel = synth.render(song, progress=progress)
         bar.update(1000 - bar.n)
     audio = vocoder(mel)
+    if chain is not None and not chain.empty:
+        audio = chain.render(audio, SAMPLE_RATE)
     elapsed = time.perf_counter() - start
     write_wav_atomic(args.output, audio, SAMPLE_RATE)
     if args.spectrogram:
@@ -88,7 +95,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {args.output}: {seconds:.2f} s of audio in {elapsed:.2f} s "
               f"({seconds / elapsed:.2f}x real time; model {synth.source}, {synth.describe()}, "
-              f"vocoder {vocoder.name})", file=sys.stderr)
+              f"vocoder {vocoder.name}" + (f", effects {chain.describe()}" if chain else "") + ")", file=sys.stderr)
     return 0
 
 
@@ -130,13 +137,17 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 def cmd_play(args: argparse.Namespace) -> int:
     from live_synth.live.session import LiveSession
 
+    if args.fx:
+        from live_synth.fx import load_chain
+
+        load_chain(args.fx)  # a bad chain is one line, before anything starts
     if args.record:
         check_output_folder(args.record)
     check_output_folder(args.report_json)
     settings = PlaySettings(
         model=args.model, midi_api=args.midi_api, midi_in=args.midi_in, midi_file=args.midi_file,
         audio_out=args.audio_out, steps=args.steps, hop=args.hop, sampler=args.sampler, strategy=args.strategy,
-        lead_ms=args.lead_ms, ahead=args.ahead, delay_ms=args.delay_ms, period=args.period,
+        lead_ms=args.lead_ms, ahead=args.ahead, delay_ms=args.delay_ms, period=args.period, fx=args.fx,
         vocoder=args.vocoder, record=args.record, seed=args.seed, engine=args.engine,
         device=args.device, dtype=args.dtype, engine_dir=args.engine_dir, cuda_graph=args.cuda_graph,
         seconds=args.seconds, threads=args.threads, in_process=args.in_process,
@@ -282,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_args(render)
     render.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     render.add_argument("--spectrogram", help="also save the generated log-mel as a PNG")
+    render.add_argument("--fx", help="effects chain: hall, room, none, or a TOML file (see live_synth/fx.py)")
     render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     render.set_defaults(func=cmd_render)
 
@@ -306,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--period", type=int, default=PlaySettings.period,
                       help="device frames per callback; a rollback never rewrites the next two periods")
     play.add_argument("--vocoder", help="griffin-lim, or a neural vocoder folder (default: the model's own)")
-    play.add_argument("--record", help="also write what was played to this WAV file")
+    play.add_argument("--record", help="also write what was played to this WAV file (before the effects)")
+    play.add_argument("--fx", help="effects chain: hall, room, none, or a TOML file (see live_synth/fx.py)")
     play.add_argument("--seed", type=int, default=0)
     add_engine_args(play)
     play.add_argument("--threads", type=int, default=0)

@@ -49,6 +49,8 @@ class PlaySettings:
     ahead: int = 4  # causal family: speculative frames generated past the declared delay
     delay_ms: float | None = None  # causal family: arrival -> heard (D); None: from the measured tick time
     period: int = 256  # device frames per callback the ring's guard (2 periods) is sized for
+    fx: str | None = None  # an effects chain (live_synth/fx.py): a preset name or a TOML file
+    fx_blocks: int = 2  # periods the effects stage keeps processed ahead of the device
     vocoder: str | None = None
     record: str | None = None
     seed: int = 0
@@ -88,7 +90,7 @@ class PlayReport:
 STATS = ("ticks", "late_ticks", "steps", "last_tick_ms", "active_notes", "late_events", "late_ms_max",
          "midi_received", "midi_dropped", "ready", "start_time", "finished", "port_lost", "rollbacks", "frames_regenerated",
          "coalesced", "deferred", "skipped_samples", "delay_ms", "lead_ms", "vocoder_ms", "resampler_ms",
-         "guard_ms", "parent_pid")
+         "guard_ms", "fx_ms", "parent_pid")
 
 
 class Generation:
@@ -179,10 +181,15 @@ class Generation:
         else:
             delay_ms = None
             lead_ms = s.lead_ms or 200.0
-        worker.lead_s = lead_ms / 1000
+        # An effects stage consumes the generation ring `fx_blocks` periods ahead of the device: what it has read
+        # is final, so a note must land that much later to be rolled back into.
+        fx_ms = 1000 * s.fx_blocks * s.period / rate if s.fx and s.fx != "none" else 0.0
+        if delay_ms is not None:
+            delay_ms += fx_ms
+        worker.lead_s = (lead_ms + fx_ms) / 1000
         worker.delay_s = (delay_ms or 0.0) / 1000
         for name, value in (("delay_ms", delay_ms or 0.0), ("lead_ms", lead_ms), ("vocoder_ms", vocoder_ms),
-                            ("resampler_ms", resampler_ms), ("guard_ms", guard_ms)):
+                            ("resampler_ms", resampler_ms), ("guard_ms", guard_ms), ("fx_ms", fx_ms)):
             self.stats[STATS.index(name)] = value
         worker.stats.tick_ms.clear()
         worker.stats.ticks = worker.stats.late_ticks = 0
@@ -230,20 +237,24 @@ class Generation:
                 "recorded": str(recorded) if recorded else None}
 
 
-def latency_parts(stats, device_ms: float) -> dict:
+def latency_parts(stats, device_ms: float, fx_plugin_ms: float = 0.0) -> dict:
     """The latency `play` expects from note-on to sound leaving the device, and its parts, in ms (the way a plugin
-    reports its latency to a host). Causal family: the declared delay D (it already holds the guard, the
-    regeneration deadline, and hides the vocoder and resampler delays behind rollback) + the device's output
-    latency. Window family: lead + up to a hop + vocoder + resampler + device."""
+    reports its latency to a host). Causal family: the declared delay D (it holds the guard, the regeneration
+    deadline and the effects stage's buffer, and hides the vocoder and resampler delays behind rollback) + the
+    plugins' own latency + the device's output latency. Window family: lead + up to a hop + vocoder + resampler +
+    effects + device."""
     get = lambda name: float(stats[STATS.index(name)])  # noqa: E731
     parts = {"device": round(device_ms, 1), "vocoder": round(get("vocoder_ms"), 1),
              "resampler": round(get("resampler_ms"), 1), "guard": round(get("guard_ms"), 1)}
+    fx = get("fx_ms") + fx_plugin_ms
+    if fx:
+        parts["fx"] = round(fx, 1)
     if get("delay_ms") > 0:
         parts["delay"] = round(get("delay_ms"), 1)
-        parts["total"] = round(get("delay_ms") + device_ms, 1)
+        parts["total"] = round(get("delay_ms") + fx_plugin_ms + device_ms, 1)
     else:
         parts["lead"] = round(get("lead_ms"), 1)
-        parts["total"] = round(get("lead_ms") + parts["vocoder"] + parts["resampler"] + device_ms, 1)
+        parts["total"] = round(get("lead_ms") + parts["vocoder"] + parts["resampler"] + fx + device_ms, 1)
     return parts
 
 
@@ -280,19 +291,38 @@ class LiveSession:
         from live_synth.live.engine_process import GenerationProcess, LocalGeneration
 
         s = self.settings
+        chain = None
+        if s.fx:
+            from live_synth.fx import load_chain
+
+            chain = load_chain(s.fx)
+            chain = None if chain.empty else chain
         audio = AudioOutput(s.audio_out)
         capacity = int(audio.samplerate * max(2.0, 4 * (s.lead_ms or 200.0) / 1000))
         side = LocalGeneration(self.generation) if s.in_process else GenerationProcess(s, self.log)
         restore = _stop_on_signals()
         latency: dict = {}
+        stage = None
         try:
             ring = side.start(capacity, audio.samplerate)
             self.log(f"audio out: {audio.device_name} ({audio.hostapi}, {audio.samplerate} Hz); Ctrl-C stops")
+            played = ring
+            if chain is not None:
+                from live_synth.fx import FxStage
+                from live_synth.live.ring import SpscRing
+
+                played = SpscRing(8 * s.period * s.fx_blocks)
+                stage = FxStage(chain, ring, played, audio.samplerate, block=s.period, blocks=s.fx_blocks)
+                stage.prime()
+                self.log(f"effects: {chain.describe()} (latency {stage.latency_ms:.1f} ms)")
             start = time.monotonic()
             try:
-                audio.start(ring)
+                audio.start(played)
                 side.go(time.monotonic())
-                latency = latency_parts(side.stats, 1000 * audio.output_latency)
+                if stage is not None:
+                    stage.start()
+                fx_plugin_ms = 1000 * chain.latency_samples / audio.samplerate if chain is not None else 0.0
+                latency = latency_parts(side.stats, 1000 * audio.output_latency, fx_plugin_ms)
                 self.log("expected latency note-on -> sound out: " + ", ".join(
                     f"{k} {v:.1f} ms" for k, v in latency.items()))
                 self._control_loop(side, audio, ring, start)
@@ -300,12 +330,16 @@ class LiveSession:
                 self.log("stopping")
             finally:
                 audio.stop()
+                if stage is not None:
+                    stage.stop()
                 restore()
             fields = side.finish()
             seconds = time.monotonic() - start
             stats = np.array(side.stats)  # copies: the shared memory goes away at close
-            underruns = ring.underruns
-            del ring
+            underruns = ring.underruns + (played.underruns if stage is not None else 0)
+            if stage is not None and stage.error:
+                raise LiveSynthError(f"the effects stage stopped: {stage.error}")
+            del ring, played
         finally:
             side.close()
         get = lambda name: stats[STATS.index(name)]  # noqa: E731

@@ -233,3 +233,17 @@ def test_a_causal_model_plays_a_midi_file_through_jack_with_rollbacks(jack_serve
     assert data["underruns"] == 0 and data["rollbacks"] > 0 and data["ticks"] > 200
     assert "delay" in data["latency"] and data["latency"]["total"] < 100, data["latency"]
     assert "expected latency" in result.stderr
+
+
+def test_play_with_the_hall_effects_chain_keeps_up_and_declares_its_latency(jack_server, tmp_path):
+    import json
+
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "live_synth", "play", "--midi-file", str(packaged_path("demo.mid")), "--model",
+         "causal-tiny", "--vocoder", str(packaged_path("default_model")), "--fx", "hall", "--seconds", "4",
+         "--report-json", str(report)], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert data["underruns"] == 0 and data["latency"]["fx"] == pytest.approx(1000 * 512 / 48000, abs=0.1)
+    assert "effects: hall: highpass -> reverb -> limiter" in result.stderr
