@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,8 @@ def export_frame_onnx(model: CausalModel, folder: str | os.PathLike, steps=EXPOR
             if progress:
                 progress(f"exporting step_{n}.onnx")
             graph = _StepGraph(model, n).eval()
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's tracer notes about constants
                 torch.onnx.export(graph, args, str(tmp / f"step_{n}.onnx"), dynamo=False, opset_version=OPSET,
                                   input_names=["slots", "prev", "noise", *ins], output_names=["frame", *outs],
                                   dynamic_axes=dynamic, do_constant_folding=True)

@@ -6,6 +6,9 @@ and reports the worst relative error  max|ε_engine − ε_torch| / max|ε_torch
 
 Bounds used by the tests and `live-synth export` (measured margins in BENCHMARKS.md):
   fp32 (torch CPU/CUDA, onnxruntime): 1e-4        bf16: 5e-2        fp16: 1e-2
+The causal frame step (`check_frame_engine`) is held to FRAME_BOUND = 1e-3 in fp32: its frame goes through the
+prior's log-sum-exp over 32 note slots and the sampler's x0 = prior + alpha z - sigma v, measured at 1.7e-4 on a
+random test model at 1 step (ONNX Runtime fuses and reorders those reductions); the state tensors agree to 5e-7.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from engines.base import Engine
 from live_synth.midi.pianoroll import ROLL_FEATURES
 
 RELATIVE_BOUNDS = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+FRAME_BOUND = 1e-3
 
 
 @dataclass
@@ -75,4 +79,45 @@ def check_engine(engine: Engine, model, seed: int = 0, reference: Engine | None 
                 worst_abs = max(worst_abs, diff)
                 worst_rel = max(worst_rel, diff / max(ref.abs().max().item(), 1e-12))
                 cases += 1
+    return ParityReport(worst_abs, worst_rel, finite, cases)
+
+
+def check_frame_engine(engine, model, seed: int = 0, steps=(1, 2, 4)) -> ParityReport:
+    """The causal family: `engine.step` against torch fp32 on fresh random inputs (random valid note slots, a
+    random previous frame, random state tensors, random noise), the frame and every next-state tensor compared."""
+    import numpy as np
+
+    from engines.frame import TorchFrameEngine
+    from live_synth.model.frame_features import COL, FEATURES
+
+    reference = TorchFrameEngine(model)
+    rng = np.random.default_rng(seed)
+    cfg = model.config
+    worst_abs = worst_rel = 0.0
+    finite, cases = True, 0
+    for n in steps:
+        if hasattr(engine, "sessions") and n not in engine.sessions:
+            continue
+        for batch in (1, 3):
+            slots = np.zeros((batch, cfg.slots, FEATURES), np.float32)
+            used = int(rng.integers(1, cfg.slots))
+            slots[:, :used] = rng.uniform(0, 1, (batch, used, FEATURES))
+            slots[:, :used, COL["valid"]] = 1.0
+            slots[:, :used, COL["pitch"]] = rng.uniform(20, 110, (batch, used))
+            slots[:, :used, COL["program"]] = rng.integers(0, 129, (batch, used))
+            slots[:, :used, COL["family"]] = rng.integers(0, 17, (batch, used))
+            prev = rng.uniform(-1, 1, (batch, 128)).astype(np.float32)
+            noise = rng.standard_normal((batch, 2, 128)).astype(np.float32)
+            state = [rng.standard_normal((batch, *s.shape[1:])).astype(np.float32)
+                     for s in model.empty_state(1)]
+            ref_frame, ref_state = reference.step(slots, prev, tuple(torch.from_numpy(s) for s in state), noise, n)
+            frame, new_state = engine.step(slots, prev, tuple(state), noise, n)
+            pairs = [(ref_frame, frame)] + [(a.numpy(), np.asarray(torch.as_tensor(b).cpu()))
+                                            for a, b in zip(ref_state, new_state)]
+            for ref, out in pairs:
+                finite &= bool(np.isfinite(out).all())
+                diff = float(np.abs(out - ref).max())
+                worst_abs = max(worst_abs, diff if math.isfinite(diff) else math.inf)
+                worst_rel = max(worst_rel, diff / max(float(np.abs(ref).max()), 1e-12))
+            cases += 1
     return ParityReport(worst_abs, worst_rel, finite, cases)

@@ -289,3 +289,109 @@ def tensorrt_status() -> str:
         return "TensorRT is installed but torch sees no CUDA GPU"
     return ""
 
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The causal family: plans built from the frame-step graphs of `engines.ort_frame` (the same ONNX ONNX Runtime runs).
+
+
+def frame_plan_settings(manifest: dict, precision: str, max_batch: int = 8) -> dict[str, dict]:
+    """Per step graph: the optimisation profile (batch 1, opt 1, max `max_batch`: live runs batch 1, an offline
+    render its chunks side by side) and the precision, from a causal export's manifest."""
+    if precision not in PRECISIONS:
+        raise LiveSynthError(f"TensorRT precision must be one of {PRECISIONS}, not {precision!r}")
+    cfg = manifest["config"]
+    d, slots = cfg["d_model"], cfg["slots"]
+    from live_synth.model.frame_features import FEATURES
+
+    shapes = {"slots": (slots, FEATURES), "prev": (128,), "noise": (2, 128)}
+    for i, dilation in enumerate(cfg["dilations"]):
+        shapes[f"state_{i}"] = (2 * dilation, d)
+    profile = {name: ((1, *shape), (1, *shape), (max_batch, *shape)) for name, shape in shapes.items()}
+    return {f"step_{n}": {"profile": profile, "precision": precision} for n in manifest["steps"]}
+
+
+def build_frame_plans(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, precision: str = "fp16",
+                      progress=None) -> Path:
+    """step_<n>.plan for each exported step count, from `onnx-causal/` (seconds per graph: the model is small)."""
+    from engines.ort_frame import read_frame_manifest
+
+    trt = _trt()
+    onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
+    manifest = read_frame_manifest(onnx_dir)
+    settings = frame_plan_settings(manifest, precision)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logger = trt.Logger(trt.Logger.WARNING)
+    for graph, setting in settings.items():
+        if progress:
+            progress(f"building {graph}.plan ({precision})")
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_dir / f"{graph}.onnx")):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise LiveSynthError(f"TensorRT could not parse {graph}.onnx: {errors}")
+        config = builder.create_builder_config()
+        if precision != "fp32":
+            config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+            for i in range(network.num_layers):  # the prior's log-sum-exp and the schedule's tan stay fp32
+                layer = network.get_layer(i)
+                if any(part in layer.name for part in (*FP32_NAME_PARTS, "Log", "Tan", "ReduceLogSumExp")):
+                    layer.precision = trt.float32
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in setting["profile"].items():
+            profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise LiveSynthError(f"TensorRT failed to build {graph}.plan (see the log above)")
+        tmp = out_dir / f".{graph}.plan.tmp"
+        tmp.write_bytes(bytes(plan))
+        os.replace(tmp, out_dir / f"{graph}.plan")
+    (out_dir / "manifest.json").write_text((onnx_dir / "manifest.json").read_text())
+    return out_dir
+
+
+class TensorRTFrameEngine:
+    """The causal frame step from TensorRT plans (engines.frame.FrameEngine's interface; NumPy at the boundary,
+    CUDA tensors inside). Written against TensorRT 10's API like `TensorRTEngine`; never run here."""
+
+    name = "tensorrt"
+
+    def __init__(self, plan_dir: str | os.PathLike, initial: list):
+        from engines.ort_frame import read_frame_manifest
+        from live_synth.model.causal import CausalConfig
+
+        trt = _trt()
+        if not torch.cuda.is_available():
+            raise LiveSynthError("the tensorrt engine needs a CUDA GPU that torch can see")
+        plan_dir = Path(plan_dir)
+        manifest = read_frame_manifest(plan_dir)
+        self.config = CausalConfig.from_dict(manifest["config"])
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.ctx = {n: _Context(runtime, plan_dir / f"step_{n}.plan") for n in manifest["steps"]}
+        self.inputs, self.outputs = manifest["inputs"], manifest["outputs"]
+        self.stream = torch.cuda.Stream()
+        self._initial = [torch.as_tensor(s).cuda() for s in initial]
+        self.timings = EngineTimings()
+
+    def initial_state(self, batch: int = 1) -> tuple:
+        return tuple(s.repeat(batch, 1, 1) for s in self._initial)
+
+    def step(self, slots, prev, state, noise, steps):
+        start = time.perf_counter()
+        if steps not in self.ctx:
+            raise LiveSynthError(f"the TensorRT frame step was built for {sorted(self.ctx)} steps, not {steps}")
+        feeds = dict(zip(self.inputs, (torch.as_tensor(slots).cuda(), torch.as_tensor(prev).cuda(),
+                                       torch.as_tensor(noise).cuda(), *state)))
+        out = self.ctx[steps].run(feeds, self.stream)
+        self.stream.synchronize()
+        frame = out["frame"].float().cpu().numpy()
+        self.timings.add("step", start)
+        return frame, tuple(out[name] for name in self.outputs[1:])
+
+    def warm_up(self, steps: int = 2) -> None:
+        from engines.frame import FrameEngine
+
+        FrameEngine.warm_up(self, steps)

@@ -205,7 +205,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Build an engine ahead of time and check it against the torch fp32 engine on random inputs."""
     from engines.onnx_export import engine_root, export_onnx, weights_fingerprint
     from live_synth.model import load_model
+    from live_synth.model.causal import CausalModel
 
+    check_engine_available("onnx")
     spec, warning = resolve_model_spec(args.model)
     loaded = load_model(spec, seed=args.seed)
     if warning:
@@ -215,18 +217,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     root = Path(args.out) if args.out else engine_root(model, fingerprint)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"export: {line}", file=sys.stderr))
     start = time.perf_counter()
-    export_onnx(model, root / "onnx", progress=say)
-    say(f"ONNX graphs in {root / 'onnx'} ({time.perf_counter() - start:.1f} s)")
-    if args.engine == "onnx":
-        from engines.parity import check_engine
-        from engines.ort_engine import OnnxEngine
+    causal = isinstance(model, CausalModel)
+    if causal:
+        from engines.ort_frame import export_frame_onnx
 
-        report = check_engine(OnnxEngine(root / "onnx", fingerprint=fingerprint), model)
+        onnx_dir = export_frame_onnx(model, root / "onnx-causal", progress=say)
+    else:
+        onnx_dir = export_onnx(model, root / "onnx", progress=say)
+    say(f"ONNX graphs in {onnx_dir} ({time.perf_counter() - start:.1f} s)")
+    if args.engine == "onnx":
+        from engines.parity import check_engine, check_frame_engine
+
+        if causal:
+            from engines.ort_frame import OrtFrameEngine
+
+            report = check_frame_engine(OrtFrameEngine(onnx_dir, fingerprint=fingerprint), model)
+        else:
+            from engines.ort_engine import OnnxEngine
+
+            report = check_engine(OnnxEngine(onnx_dir, fingerprint=fingerprint), model)
         say(f"onnxruntime vs torch fp32 on random inputs: {report}")
+    elif causal:
+        from engines.tensorrt_engine import build_frame_plans
+
+        plans = build_frame_plans(onnx_dir, root / f"tensorrt-causal-{args.precision}", args.precision, progress=say)
+        say(f"TensorRT plans in {plans} ({time.perf_counter() - start:.1f} s)")
     else:
         from engines.tensorrt_engine import build_plans
 
-        plans = build_plans(root / "onnx", root / f"tensorrt-{args.precision}", args.precision, progress=say)
+        plans = build_plans(onnx_dir, root / f"tensorrt-{args.precision}", args.precision, progress=say)
         say(f"TensorRT plans in {plans} ({time.perf_counter() - start:.1f} s)")
     print(root)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 
 import numpy as np
@@ -226,3 +227,70 @@ def test_torch_cuda_matches_cpu_fp32(dtype, cuda_graph):  # pragma: no cover - n
     engine = TorchEngine(m, device="cuda", dtype=dtype, cuda_graph=cuda_graph)
     report = check_engine(engine, None, reference=reference)
     assert report.passes(RELATIVE_BOUNDS[dtype]), str(report)
+
+
+# -- the causal family ------------------------------------------------------------------------------------------
+
+
+def _random_causal(seed=0):
+    from live_synth.model.causal import CAUSAL_PRESETS, CausalModel
+
+    model = CausalModel(CAUSAL_PRESETS["causal-tiny"], seed=seed).eval()
+    with torch.no_grad():  # the zero-initialised output layers would make every parity trivially exact
+        for p in model.parameters():
+            if (p == 0).all():
+                p.normal_(0, 0.05)
+    return model
+
+
+def test_the_causal_frame_step_in_onnxruntime_matches_torch_fp32_on_fresh_random_inputs(tmp_path):
+    from engines.ort_frame import OrtFrameEngine
+    from engines.parity import FRAME_BOUND, check_frame_engine
+
+    model = _random_causal()
+    engine = OrtFrameEngine.for_model(model, tmp_path)
+    report = check_frame_engine(engine, model)
+    assert report.cases == 6 and report.passes(FRAME_BOUND), report
+    other = OrtFrameEngine.for_model(_random_causal(seed=1), tmp_path / "other")
+    assert not check_frame_engine(other, model).passes(FRAME_BOUND)  # other weights fail
+
+
+def test_a_causal_render_through_onnxruntime_equals_torch(tmp_path):
+    import numpy as np
+
+    from engines.ort_frame import OrtFrameEngine
+    from live_synth.causal_stream import render_events
+    from live_synth.midi.events import NoteEvents
+
+    model = _random_causal()
+    events = NoteEvents(np.array([[0.1 * i, 0.1 * i + 0.3, 50 + 3 * i, 90, 8 * i, 0, 0] for i in range(8)]))
+    ours = render_events(OrtFrameEngine.for_model(model, tmp_path), events, 80, steps=2, seed=1, chunks=2)
+    reference = render_events(model, events, 80, steps=2, seed=1, chunks=2)
+    assert np.abs(ours - reference).max() < 0.05  # log-mel; the frames feed back, so tiny differences add up
+
+
+def test_cli_export_of_a_causal_model_checks_parity_and_tensorrt_says_why_not(tmp_path, capsys):
+    assert cli_main(["export", "--engine", "onnx", "--model", "causal-tiny", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "onnx-causal" / "step_2.onnx").is_file()
+    assert "onnxruntime vs torch fp32 on random inputs" in capsys.readouterr().err
+    if importlib.util.find_spec("tensorrt") is None:
+        assert cli_main(["export", "--engine", "tensorrt", "--model", "causal-tiny", "--out", str(tmp_path)]) == 2
+        assert "needs NVIDIA TensorRT" in capsys.readouterr().err
+
+
+def test_tensorrt_frame_plan_settings_cover_every_input_of_the_causal_graphs(tmp_path):
+    import json
+
+    from engines.ort_frame import export_frame_onnx
+    from engines.tensorrt_engine import frame_plan_settings
+
+    folder = export_frame_onnx(_random_causal(), tmp_path / "onnx-causal", steps=(1,))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    settings = frame_plan_settings(manifest, "fp16")
+    import onnx
+
+    graph = onnx.load(str(folder / "step_1.onnx")).graph
+    for inp in graph.input:
+        lo, opt, hi = settings["step_1"]["profile"][inp.name]
+        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim][1:]
+        assert list(lo[1:]) == dims and lo[0] == 1 and hi[0] == 8
