@@ -99,6 +99,34 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vocode(args: argparse.Namespace) -> int:
+    """Analyse a WAV into the models' log-mel and resynthesise it with a vocoder: what the vocoder alone does."""
+    from live_synth.audio import load_vocoder, save_spectrogram_png, write_wav_atomic
+    from live_synth.audio.wav import read_wav, resynthesize, to_model_rate
+    from live_synth.constants import SAMPLE_RATE
+
+    check_output_folder(args.output)
+    check_output_folder(args.spectrogram)
+    samples, rate = read_wav(args.input)
+    if len(samples) == 0:
+        raise LiveSynthError(f"{args.input}: holds no audio")
+    spec = args.vocoder
+    if spec in (None, DEFAULT_MODEL):
+        model_spec, _ = resolve_model_spec(DEFAULT_MODEL)
+        spec = model_spec if (Path(model_spec) / "vocoder.safetensors").is_file() else "griffin-lim"
+    vocoder = load_vocoder(spec)
+    start = time.perf_counter()
+    audio, mel = resynthesize(to_model_rate(samples, rate), vocoder)
+    elapsed = time.perf_counter() - start
+    write_wav_atomic(args.output, audio, SAMPLE_RATE)
+    if args.spectrogram:
+        save_spectrogram_png(args.spectrogram, mel, title=f"{Path(args.input).name} (analysed log-mel)")
+    if not args.quiet:
+        print(f"wrote {args.output}: {len(audio) / SAMPLE_RATE:.2f} s through {vocoder.name} in {elapsed:.2f} s "
+              f"({rate} Hz {'resampled to' if rate != SAMPLE_RATE else 'at'} {SAMPLE_RATE} Hz)", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from live_synth.model import load_model
 
@@ -379,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="JSON lines to append to (latency default: bench-latency.jsonl)")
     bench.add_argument("--png", help="latency: histogram + per-note timeline")
     bench.set_defaults(func=cmd_bench)
+
+    vocode = sub.add_parser("vocode", help="resynthesise a WAV through a vocoder (what the vocoder alone does)")
+    vocode.add_argument("input", help="audio file (WAV, FLAC, ...; mono or stereo, any sample rate)")
+    vocode.add_argument("-o", "--output", required=True, help="WAV file to write (16 kHz mono)")
+    vocode.add_argument("--vocoder", help="default (the default model's), griffin-lim, a neural vocoder folder or "
+                        "an .onnx MelGAN")
+    vocode.add_argument("--spectrogram", help="also save the analysed log-mel as a PNG")
+    vocode.add_argument("-q", "--quiet", action="store_true")
+    vocode.set_defaults(func=cmd_vocode)
 
     devices = sub.add_parser("devices", help="list MIDI inputs and audio outputs")
     devices.add_argument("--midi-api")

@@ -428,3 +428,24 @@ def test_tokens_trim_drops_padding(multi_segment_song, capsys):
         assert short == whole[: real_length(whole)]
         assert short[-1] == EOS_ID and len(short) < 2048
         assert all(t == PAD_ID for t in whole[len(short):])
+
+
+def test_vocode_resynthesises_any_wav_through_a_vocoder(tmp_path, capsys):
+    import soundfile as sf
+
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)).astype(np.float32)
+    sf.write(tmp_path / "in.wav", np.stack([tone, tone], 1), 44100)  # stereo, 44.1 kHz
+    out = tmp_path / "out.wav"
+    assert main(["vocode", str(tmp_path / "in.wav"), "-o", str(out), "--vocoder", "griffin-lim", "-q"]) == 0
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == 16000 and abs(len(audio) - 16000) <= 320
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    assert abs(np.fft.rfftfreq(len(audio), 1 / 16000)[np.argmax(spectrum)] - 440) < 10
+
+
+def test_vocode_refuses_a_broken_file_in_one_line_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF????WAVEnot really")
+    assert main(["vocode", str(tmp_path / "bad.wav"), "-o", str(tmp_path / "out.wav")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read audio file" in err[0]
+    assert not (tmp_path / "out.wav").exists()

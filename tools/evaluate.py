@@ -49,6 +49,7 @@ from tqdm import tqdm  # noqa: E402
 
 from live_synth.provenance import machine, revision  # noqa: E402
 from live_synth.audio import GriffinLimVocoder, load_vocoder, log_mel  # noqa: E402
+from live_synth.audio.wav import resynthesize  # noqa: E402
 from live_synth.files import atomic_output  # noqa: E402
 from live_synth.cli import warn  # noqa: E402
 from live_synth.constants import FRAME_RATE, HOP, LOG_MEL_MAX, LOG_MEL_MIN, N_MELS, SAMPLE_RATE  # noqa: E402
@@ -216,7 +217,7 @@ def evaluate_piece(stack: Stack, piece: Piece, step_counts: list[int]) -> tuple[
     """All numbers for one piece, and our mel at the first step count in `step_counts` (for the picture)."""
     reference = onset_f1(piece.notes, transcribe(piece.audio, SAMPLE_RATE))
     start = time.perf_counter()
-    vocoded = stack.vocoder(piece.mel)
+    vocoded, _ = resynthesize(piece.audio, stack.vocoder)  # what `live-synth vocode` does to the reference
     vocoder_seconds = time.perf_counter() - start
     vocoded_mel = log_mel(torch.from_numpy(vocoded)).numpy()
     notes, frames = song_of(piece)

@@ -46,3 +46,26 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     except (OSError, sf.SoundFileError) as error:
         raise LiveSynthError(f"cannot read audio file {path}: {str(error).strip().splitlines()[0]}") from error
     return samples.mean(axis=1, dtype=np.float32), int(sample_rate)
+
+
+def to_model_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono audio at any rate -> 16 kHz (the models' rate), with soxr's HQ resampler; unchanged at 16 kHz."""
+    from live_synth.constants import SAMPLE_RATE
+
+    if sample_rate == SAMPLE_RATE:
+        return np.asarray(samples, np.float32)
+    import soxr
+
+    return soxr.resample(np.asarray(samples, np.float32), sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+
+
+def resynthesize(audio16k: np.ndarray, vocoder) -> tuple[np.ndarray, np.ndarray]:
+    """(the vocoder's rendering of `audio16k`'s log-mel, that log-mel): what a vocoder alone does to a sound. The
+    evaluation's vocoder-only row and `live-synth vocode` both go through here."""
+    import torch
+
+    from live_synth.audio.features import log_mel
+
+    with torch.inference_mode():
+        mel = log_mel(torch.from_numpy(np.ascontiguousarray(audio16k, np.float32))).numpy()
+    return vocoder(mel), mel
