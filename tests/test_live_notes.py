@@ -21,7 +21,7 @@ def cc(ch, number, value):
     return [0xB0 | ch, number, value]
 
 
-def notes(state, now=10.0, horizon=20.0):
+def notes(state, now=6.0, horizon=20.0):
     return sorted((n.pitch, n.start, n.end, n.program, n.is_drum, n.velocity)
                   for n in state.snapshot(now, horizon).notes)
 

@@ -53,13 +53,18 @@ class NoteStateStats:
 
 
 class NoteState:
-    def __init__(self, latch_s: float = 0.02, keep_s: float = 30.0):
+    def __init__(self, latch_s: float = 0.02, keep_s: float = 8.0):
+        """`keep_s`: how long a finished note is kept (more than a 5.12 s window, or the causal features' 3 s
+        release tail, can look back)."""
         self.latch_s, self.keep_s = latch_s, keep_s
         self.programs = [0] * 16
         self.pedal = [False] * 16
         self.held: dict[tuple[int, int], LiveNote] = {}  # keys down
         self.sustained: list[LiveNote] = []  # keys up, held by the pedal
         self.finished: list[LiveNote] = []
+        self._rows = np.zeros((1024, len(NOTE_COLUMNS)))  # `finished` as an array too, appended as notes end
+        self._count = 0
+        self._last_prune = -np.inf
         self.controls = [ControlTracker() for _ in range(16)]
         self.stats = NoteStateStats()
 
@@ -91,10 +96,12 @@ class NoteState:
         return list(self.held.values()) + self.sustained
 
     def events(self) -> NoteEvents:
-        """Every kept note (sounding ones with an infinite release) and the controllers, lane = channel."""
-        notes = [(n.start, n.end, n.pitch, n.velocity, n.program, float(n.is_drum), n.channel) for n in self.finished]
-        notes += [(n.start, np.inf, n.pitch, n.velocity, n.program, 0.0, n.channel) for n in self.sounding()]
-        array = np.array(notes, np.float64).reshape(-1, len(NOTE_COLUMNS))
+        """Every kept note (sounding ones with an infinite release) and the controllers, lane = channel. Cheap with
+        many notes (a flood): the finished ones are kept as an array as they end."""
+        sounding = [(n.start, np.inf, n.pitch, n.velocity, n.program, 0.0, n.channel) for n in self.sounding()]
+        array = self._rows[: self._count]
+        if sounding:
+            array = np.concatenate([array, np.array(sounding, np.float64)])
         return NoteEvents(array, {c: tr.array() for c, tr in enumerate(self.controls) if tr.rows})
 
     def snapshot(self, now: float, horizon: float) -> NoteSequence:
@@ -112,6 +119,11 @@ class NoteState:
     def _end(self, note: LiveNote, t: float) -> None:
         note.end = max(t, note.start + self.latch_s)
         self.finished.append(note)
+        if self._count == len(self._rows):
+            self._rows = np.concatenate([self._rows, np.zeros_like(self._rows)])
+        self._rows[self._count] = (note.start, note.end, note.pitch, note.velocity, note.program,
+                                   float(note.is_drum), note.channel)
+        self._count += 1
 
     def _note_on(self, t: float, channel: int, pitch: int, velocity: int) -> None:
         key = (channel, pitch)
@@ -160,9 +172,18 @@ class NoteState:
             self.stats.ignored += 1
 
     def _prune(self, now: float) -> None:
+        # At most once a second (a note kept a little longer changes nothing; a filter per tick over a flood's
+        # tens of thousands of notes would cost more than the tick).
+        if now - self._last_prune < 1.0:
+            return
+        self._last_prune = now
         cutoff = now - self.keep_s
         if self.finished and self.finished[0].end is not None and self.finished[0].end < cutoff:
             self.finished = [n for n in self.finished if n.end is not None and n.end >= cutoff]
+            keep = self._rows[: self._count, 1] >= cutoff
+            kept = self._rows[: self._count][keep]
+            self._rows[: len(kept)] = kept
+            self._count = len(kept)
         for tracker in self.controls:  # keep each kind's last value before the cutoff, and everything after it
             if len(tracker.rows) > 64 and tracker.rows[0][0] < cutoff:
                 last = {}
