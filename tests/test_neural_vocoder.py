@@ -392,3 +392,26 @@ def test_the_tool_trains_in_chunks_resumes_and_exports(tmp_path: Path, capsys: p
     # A different model shape for an existing run is refused in one line.
     assert train_vocoder.main([*common, "--max-steps", "8", "--dim", "64"]) == 2
     assert "dim=32" in capsys.readouterr().err
+
+
+def test_adversarial_training_runs_saves_its_discriminators_and_resumes(tmp_path: Path) -> None:
+    """With gan_weight > 0 the discriminators train from gan_start on, their losses are logged, their weights and
+    optimiser are in the checkpoint, and a resumed run picks them up; a new run can start from shipped weights."""
+    import csv
+
+    from live_synth.training.vocoder_trainer import train
+
+    dataset, out = write_dataset(tmp_path / "data"), tmp_path / "run"
+    cfg = VocoderTrainConfig(model="tiny", batch_size=2, crop_frames=8, log_every=1, valid_every=100,
+                             gan_weight=1.0, gan_start=2)
+    assert train(dataset, out, cfg, max_steps=4) == 4
+    rows = list(csv.DictReader(open(out / "loss.csv")))
+    assert rows[0]["d_loss"] == "" and rows[-1]["d_loss"] != "" and float(rows[-1]["fm"]) > 0
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert "discriminators" in ckpt and "d_optimizer" in ckpt
+    assert train(dataset, out, cfg, max_steps=5) == 5
+    from live_synth.training.vocoder_trainer import export
+
+    shipped = export(out, tmp_path / "shipped")
+    fresh = train(dataset, tmp_path / "again", dataclasses.replace(cfg, init=str(shipped)), max_steps=1)
+    assert fresh == 1

@@ -8,8 +8,10 @@ padding artefacts inside a piece. The mel is recomputed from the audio of the cr
 (the very features the diffusion model produces), which keeps it exact under the random-gain augmentation.
 
 Loss: multi-resolution STFT (spectral convergence + log-magnitude L1, at the resolutions `training.metrics` uses for
-evaluation) + L1 between the log-mel of the output and of the target (the features the vocoder must invert). No GAN
-discriminators: they are the usual next step for sharper high frequencies, not needed to meet the note-level targets.
+evaluation) + L1 between the log-mel of the output and of the target (the features the vocoder must invert); with
+`gan_weight` > 0, from step `gan_start` on, adversarial training as in HiFi-GAN / Vocos: multi-period and
+multi-resolution discriminators (`training.discriminators`), least-squares losses and feature matching
+(`fm_weight`), the discriminators with their own AdamW at `d_lr`.
 
 Optimiser: AdamW, linear warm-up, cosine decay to `min_lr_ratio` over `total_steps`; gradient clipping; bf16
 autocast on CUDA for the conv stack (spectral head, inverse STFT and losses stay float32).
@@ -64,6 +66,11 @@ class VocoderTrainConfig:
     gain_db: float = 6.0  # random gain in [-gain_db, +gain_db / 2] dB per example (0 disables)
     mel_weight: float = 1.0
     stft_weight: float = 1.0
+    gan_weight: float = 0.0  # 0: no discriminators (the first shipped vocoder)
+    fm_weight: float = 2.0
+    gan_start: int = 0  # the step from which the discriminators train and judge
+    d_lr: float = 2e-4
+    init: str = ""  # a vocoder folder or ckpt.pt to start a new run from (same shape)
     seed: int = 0
     log_every: int = 25
     valid_every: int = 500
@@ -197,12 +204,14 @@ def _atomic_torch_save(obj: dict, path: Path) -> None:
 
 
 def _save(out: Path, model: StreamingVocoder, opt: torch.optim.Optimizer, step: int, cfg: VocoderTrainConfig,
-          sampler: CropSampler, seconds: float) -> None:
+          sampler: CropSampler, seconds: float, gan: tuple | None = None) -> None:
     state = {
         "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "seconds": seconds,
         "train_config": json.dumps(dataclasses.asdict(cfg)), "model_config": model.config.to_json(),
         "sampler_rng": sampler.generator.get_state(), "torch_rng": torch.get_rng_state(),
     }
+    if gan is not None:
+        state["discriminators"], state["d_optimizer"] = gan[0].state_dict(), gan[1].state_dict()
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     _atomic_torch_save(state, out / CKPT)
@@ -221,7 +230,7 @@ def load_checkpoint(out: Path) -> dict | None:
 
 
 LOG_FIELDS = ("step", "seconds", "lr", "loss", "sc", "logmag", "mel", "grad_norm", "steps_per_s", "valid_mel_l1",
-              "valid_mel_l1_loud")
+              "valid_mel_l1_loud", "g_adv", "fm", "d_loss")
 
 
 def plot_losses(out: Path) -> Path:
@@ -267,10 +276,36 @@ class VocoderTrainer:
         self.sampler = CropSampler(pieces, model_cfg, cfg.crop_frames, cfg.gain_db, cfg.seed)
         self.step_count = 0
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        self.discriminators = self.d_opt = None
+        if cfg.gan_weight > 0:
+            from live_synth.training.discriminators import Discriminators
+
+            self.discriminators = Discriminators().to(self.device).train()
+            self.d_opt = torch.optim.AdamW(self.discriminators.parameters(), lr=cfg.d_lr, betas=(0.8, 0.99))
+
+    def gan_state(self) -> tuple | None:
+        return None if self.discriminators is None else (self.discriminators, self.d_opt)
+
+    def init_from(self, spec: str) -> None:
+        """A new run's generator weights from a vocoder folder / .safetensors or a run's ckpt.pt (same shape)."""
+        path = Path(spec)
+        if path.suffix == ".pt":
+            state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        else:
+            from live_synth.audio.neural_vocoder import load_streaming_vocoder
+
+            state = load_streaming_vocoder(path).state_dict()
+        try:
+            self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as exc:
+            raise LiveSynthError(f"{spec}: weights do not fit this vocoder ({str(exc).splitlines()[0]})") from None
 
     def load(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
+        if self.discriminators is not None and "discriminators" in ckpt:
+            self.discriminators.load_state_dict(ckpt["discriminators"])
+            self.d_opt.load_state_dict(ckpt["d_optimizer"])
         self.step_count = int(ckpt["step"])
         self.sampler.generator.set_state(ckpt["sampler_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
@@ -285,15 +320,32 @@ class VocoderTrainer:
         return vocoder_loss(pred, target, self.cfg)
 
     def step(self) -> dict:
-        audio = self.sampler.sample(self.cfg.batch_size).to(self.device, non_blocking=True)
+        cfg = self.cfg
+        audio = self.sampler.sample(cfg.batch_size).to(self.device, non_blocking=True)
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.step_count, self.cfg)
-        loss, parts = self.loss(audio)
+            group["lr"] = lr_at(self.step_count, cfg)
+        mel, target = self.sampler.features_and_target(audio)
+        with self.autocast:
+            pred = self.model.forward_valid(mel)
+        loss, parts = vocoder_loss(pred, target, cfg)
+        adversarial = self.discriminators is not None and self.step_count >= cfg.gan_start
+        if adversarial:
+            from live_synth.training.discriminators import discriminator_loss, generator_losses
+
+            # the discriminators' step, on the generator's output as it is now (detached)
+            d_loss = discriminator_loss(self.discriminators(target), self.discriminators(pred.detach().float()))
+            self.d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.discriminators.parameters(), cfg.grad_clip)
+            self.d_opt.step()
+            g_adv, fm = generator_losses(self.discriminators(target), self.discriminators(pred.float()))
+            loss = loss + cfg.gan_weight * g_adv + cfg.fm_weight * fm
+            parts.update(g_adv=g_adv.item(), fm=fm.item(), d_loss=d_loss.item())
         if not math.isfinite(loss.item()):
             raise RuntimeError(f"vocoder loss became {loss.item()} at step {self.step_count}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
         self.step_count += 1
         return {"loss": loss.item(), **parts, "grad_norm": float(grad_norm)}
@@ -325,6 +377,8 @@ def train(dataset: Path, out: Path, cfg: VocoderTrainConfig = VocoderTrainConfig
     if ckpt is not None:
         trainer.load(ckpt)
         seconds_before = float(ckpt.get("seconds", 0.0))
+    elif cfg.init:
+        trainer.init_from(cfg.init)
     start = last_save = last_log = time.monotonic()
     deadline, steps_at_log = start + minutes * 60, trainer.step_count
     sums: dict[str, float] = {}
@@ -343,16 +397,16 @@ def train(dataset: Path, out: Path, cfg: VocoderTrainConfig = VocoderTrainConfig
                 valid = reanalysis_error(trainer.model, heldout)
                 row["valid_mel_l1"] = round(valid["mel_l1"], 4)
                 row["valid_mel_l1_loud"] = round(valid["mel_l1_loud"], 4)
-            append_csv_row(out / LOG, {k: row[k] for k in LOG_FIELDS})
+            append_csv_row(out / LOG, {k: row.get(k, "") for k in LOG_FIELDS})
             if progress:
                 progress(row)
             sums, steps_at_log, last_log = {}, step, time.monotonic()
         if time.monotonic() - last_save > cfg.save_every_s:
             seconds = seconds_before + time.monotonic() - start
-            _save(out, trainer.model, trainer.opt, step, cfg, trainer.sampler, seconds)
+            _save(out, trainer.model, trainer.opt, step, cfg, trainer.sampler, seconds, trainer.gan_state())
             last_save = time.monotonic()
     _save(out, trainer.model, trainer.opt, trainer.step_count, cfg, trainer.sampler,
-          seconds_before + time.monotonic() - start)
+          seconds_before + time.monotonic() - start, trainer.gan_state())
     if (out / LOG).exists():
         plot_losses(out)
     return trainer.step_count
