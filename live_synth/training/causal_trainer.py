@@ -219,8 +219,13 @@ def _initial_weights(model: CausalModel, init: str) -> None:
         state = {k: v.float() for k, v in read_safetensors(path / "model.safetensors")[0].items()}
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)["model"]
-    try:
-        model.load_state_dict(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    if [k for k in missing if not k.endswith("_table")] or [k for k in state if k not in own]:
+        raise LiveSynthError(f"{init}: weights do not fit this model (missing {missing}, unexpected "
+                             f"{[k for k in state if k not in own]})")
+    try:  # a run from before the prior's templates: they start at zero
+        model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise LiveSynthError(f"{init}: weights do not fit this model ({str(exc).splitlines()[0]})") from None
 
@@ -240,11 +245,12 @@ def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig()
     if cfg.burn_in >= cfg.crop:
         raise LiveSynthError(f"burn_in ({cfg.burn_in}) must be shorter than the crop ({cfg.crop})")
     model = CausalModel(model_cfg, seed=cfg.seed).to(dev)
-    # The prior's tables learn faster than the rest (a regression started from a flat spectrum).
-    fast = [p for n, p in model.named_parameters() if n.startswith("prior.") or n in ("slots.pitch",)]
-    rest = [p for n, p in model.named_parameters() if not (n.startswith("prior.") or n in ("slots.pitch",))]
-    opt = torch.optim.AdamW([{"params": rest, "lr_scale": 1.0}, {"params": fast, "lr_scale": 3.0}], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    # The prior learns faster than the rest (a regression started from a flat spectrum), its templates fastest.
+    scale = {n: (10.0 if n.startswith("prior.") and n.endswith("_table") else
+                 3.0 if n.startswith("prior.") or n == "slots.pitch" else 1.0) for n, _ in model.named_parameters()}
+    groups = [{"params": [p for n, p in model.named_parameters() if scale[n] == k], "lr_scale": k,
+               "weight_decay": 0.0 if k == 10.0 else cfg.weight_decay} for k in (1.0, 3.0, 10.0)]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
     rng = np.random.default_rng([cfg.seed, 0])
