@@ -309,6 +309,8 @@ def export(out: Path, target: Path, description: str = "", default_steps: int = 
     """The run's weights as a compact fp16 model folder (config.json + model.safetensors), what ships."""
     from live_synth.model.checkpoint import save_causal_model
 
+    if not (out / CKPT).is_file():
+        raise LiveSynthError(f"{out / CKPT}: missing file (train first)")
     ckpt = torch.load(out / CKPT, map_location="cpu", weights_only=False)
     cfg = CausalConfig.from_dict(json.loads(ckpt["model_config"]))
     cfg = dataclasses.replace(cfg, description=description or f"trained by live-synth, {ckpt['step']} steps",
