@@ -130,7 +130,7 @@ def load_engine(name: str, model, device: str = "cpu", dtype: str = "float32", r
     models). tensorrt: plans in `root/tensorrt-<precision>`, built beforehand by `live-synth export --engine
     tensorrt` (`dtype` float16/bfloat16/float32), decoder step always replayed from a CUDA graph.
     """
-    if name == "torch":
+    if name in ("auto", "torch"):  # auto: torch for the window family (synth.pick_engine)
         from engines.torch_engine import TorchEngine
 
         return TorchEngine(model, device=device, dtype=dtype, cuda_graph=cuda_graph)

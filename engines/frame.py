@@ -82,6 +82,10 @@ class TorchFrameEngine(FrameEngine):
 
 def load_frame_engine(name: str, model: CausalModel, device: str = "cpu", dtype: str = "float32", root=None,
                       threads: int | None = None) -> FrameEngine:
+    if name == "auto":
+        from live_synth.synth import pick_engine
+
+        name = pick_engine(name, "causal", device)
     if name == "torch":
         return TorchFrameEngine(model, device=device, dtype=dtype)
     if name == "onnx":

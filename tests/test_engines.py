@@ -176,7 +176,7 @@ def test_engine_errors_are_one_line():
     m = model(preset("tiny"))
     with pytest.raises(LiveSynthError, match="fp32 graphs"):
         load_engine("onnx", m, dtype="float16")
-    with pytest.raises(LiveSynthError, match="choose one of torch, onnx, tensorrt"):
+    with pytest.raises(LiveSynthError, match="choose one of auto, torch, onnx, tensorrt"):
         load_engine("magic", m)
     with pytest.raises(LiveSynthError, match="CUDA graphs need"):
         load_engine("torch", m, cuda_graph=True)
