@@ -68,6 +68,10 @@ class CausalTrainConfig:
     high_noise_fraction: float = 0.25
     prior_weight: float = 1.0
     context_dropout: float = 0.1
+    # Fraction of frames whose previous frame is the model's own one-step prediction of it (made by a no-grad
+    # teacher-forced pass over the crop) instead of the recording: the model sees its own errors as context and
+    # learns to pull back from them (a runaway level was measured without it: +0.8 dB per frame on held notes).
+    self_condition: float = 0.5
     seed: int = 0
     log_every: int = 25
     probe_every: int = 250
@@ -141,7 +145,10 @@ def losses(model: CausalModel, batch: dict, cfg: CausalTrainConfig, gen: torch.G
     slots, mel = batch["slots"].to(dev), batch["mel"].to(dev)
     prev, level = context if context is not None else context_input(mel.cpu(), gen, model.config.max_context_noise,
                                                                       cfg.context_dropout)
-    c, prior = model.teacher_forced(slots, prev.to(dev), level.to(dev))
+    prev, level = prev.to(dev), level.to(dev)
+    if context is None and cfg.self_condition > 0:
+        prev = own_predictions(model, slots, mel, prev, level, gen, cfg.self_condition)
+    c, prior = model.teacher_forced(slots, prev, level)
     keep = slice(cfg.burn_in, None)
     target = mel[:, 1:][:, keep]
     prior = prior[:, keep].float()
@@ -160,6 +167,23 @@ def losses(model: CausalModel, batch: dict, cfg: CausalTrainConfig, gen: torch.G
     v = alpha * noise - sigma * r
     head_loss = F.mse_loss(model.head(z, tau, cond).float(), v)
     return head_loss, prior_loss
+
+
+@torch.no_grad()
+def own_predictions(model: CausalModel, slots: torch.Tensor, mel: torch.Tensor, prev: torch.Tensor,
+                    level: torch.Tensor, gen: torch.Generator, fraction: float) -> torch.Tensor:
+    """`prev` with a random `fraction` of its frames replaced by the model's 1-step prediction of that frame (from
+    the recorded history, as in training), with the same context noise on top. Dropped frames stay dropped."""
+    was_training = model.training
+    model.eval()
+    c, prior = model.teacher_forced(slots, prev, level)
+    z = torch.randn(prior.shape, generator=gen).to(prior.device)
+    predicted = model.sample(c.float(), prior.float(), z, 1)  # frame t as the model would make it
+    model.train(was_training)
+    own = torch.cat([mel[:, :1], predicted[:, :-1]], dim=1)  # the prediction of frame t - 1, as frame t's context
+    noise = torch.randn(prev.shape, generator=gen).to(prev.device)
+    use = (torch.rand(prev.shape[:2], generator=gen).to(prev.device) < fraction) & (level[..., 1] == 0)
+    return torch.where(use.unsqueeze(-1), own + level[..., :1] * noise, prev)
 
 
 @torch.no_grad()
