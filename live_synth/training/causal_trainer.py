@@ -62,6 +62,9 @@ class CausalTrainConfig:
     burn_in: int = 128
     lr: float = 5e-4
     warmup_steps: int = 300
+    total_steps: int = 6000  # cosine decay of the learning rate to `min_lr_ratio` over these steps (flat after)
+    min_lr_ratio: float = 0.1
+    ema: float = 0.999  # exponential moving average of the weights: what the probes measure and what ships
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     noise_draws: int = 2
@@ -223,13 +226,18 @@ def note_peaks_db(mel: np.ndarray, onsets: np.ndarray, releases: np.ndarray) -> 
 
 
 def lr_at(step: int, cfg: CausalTrainConfig) -> float:
-    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    """Linear warm-up, then cosine decay to `lr * min_lr_ratio` at `total_steps`: a constant rate left the rolled-out
+    level unstable from one probe to the next (a held note running away at one checkpoint, not at the next)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(cfg.total_steps - cfg.warmup_steps, 1))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _save(out: Path, model: CausalModel, opt, step: int, cfg: CausalTrainConfig, gen: torch.Generator,
-          rng_state: dict) -> None:
+          rng_state: dict, ema: CausalModel) -> None:
     tmp = out / (CKPT + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
                 "train_config": dataclasses.asdict(cfg), "model_config": model.config.to_json(),
                 "torch_rng": gen.get_state(), "numpy_rng": rng_state}, tmp)
     os.replace(tmp, out / CKPT)
@@ -286,6 +294,10 @@ def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig()
         rng.bit_generator.state = resume["numpy_rng"]
     elif cfg.init:
         _initial_weights(model, cfg.init)
+    ema = CausalModel(model_cfg).to(dev).eval()
+    ema.load_state_dict(resume["ema"] if resume and "ema" in resume else model.state_dict())
+    for p in ema.parameters():
+        p.requires_grad_(False)
     data = sampler or CropSampler(dataset, cfg.crop, cfg.burn_in, model_cfg.slots)
     probe_batch = data.batch(np.random.default_rng([cfg.seed, 10**9]), min(cfg.batch_size, 16))
     if precision not in ("bf16", "fp32"):
@@ -305,6 +317,9 @@ def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig()
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.parameters()):
+                e.lerp_(p, 1.0 - cfg.ema)
         step += 1
         if not math.isfinite(loss.item()):
             raise RuntimeError(f"loss became {loss.item()} at step {step}")
@@ -316,16 +331,15 @@ def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig()
             if step % cfg.probe_every == 0 or step == 1:
                 with autocast:
                     row.update(probe(model, probe_batch, cfg))
-                model.eval()
-                row["lone_db"] = " ".join(f"{v:.1f}" for v in lone_note_levels(model))
+                row["lone_db"] = " ".join(f"{v:.1f}" for v in lone_note_levels(ema))
                 model.train()
             append_csv_row(out / LOG, row)
             if progress:
                 progress(row)
         if time.monotonic() - last_save > cfg.save_every_s:
-            _save(out, model, opt, step, cfg, gen, rng.bit_generator.state)
+            _save(out, model, opt, step, cfg, gen, rng.bit_generator.state, ema)
             last_save = time.monotonic()
-    _save(out, model, opt, step, cfg, gen, rng.bit_generator.state)
+    _save(out, model, opt, step, cfg, gen, rng.bit_generator.state, ema)
     return step
 
 
@@ -340,5 +354,5 @@ def export(out: Path, target: Path, description: str = "", default_steps: int = 
     cfg = dataclasses.replace(cfg, description=description or f"trained by live-synth, {ckpt['step']} steps",
                               default_steps=default_steps or cfg.default_steps)
     model = CausalModel(cfg)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt.get("ema", ckpt["model"]))  # the weights' moving average is what ships
     return save_causal_model(model, target)
