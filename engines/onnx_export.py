@@ -26,6 +26,7 @@ export is never run against other weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -152,9 +153,7 @@ def export_onnx(model: SpectrogramDiffusion, folder: str | os.PathLike,
     notes_args, memory_args, denoise_args = example_inputs(model, tokens=min(16, cfg.max_tokens), batch=2)
     with torch.no_grad():
         memory_out = _MemoryGraph(model)(*memory_args)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         jobs = [
             ("notes", _NotesGraph(model), notes_args, ["tokens"], ["notes_hidden"],
              {"tokens": {1: "tokens"}, "notes_hidden": {1: "tokens"}}),
@@ -187,13 +186,22 @@ def export_onnx(model: SpectrogramDiffusion, folder: str | os.PathLike,
                        "denoise": {"inputs": names.denoise_inputs, "outputs": ["eps"]}},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: Path):
+    """A temporary sibling folder to fill; it replaces `folder` as a whole at the end, or is removed on error."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield tmp
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return folder
 
 
 def read_manifest(folder: str | os.PathLike, fingerprint: str | None = None) -> dict:

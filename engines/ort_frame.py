@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +24,7 @@ from torch import nn
 
 from engines.base import EngineTimings
 from engines.frame import FrameEngine
-from engines.onnx_export import engine_root, weights_fingerprint
+from engines.onnx_export import atomic_folder, engine_root, weights_fingerprint
 from live_synth.errors import LiveSynthError, MissingDependencyError
 from live_synth.model.causal import CausalConfig, CausalModel
 from live_synth.model.frame_features import FEATURES
@@ -67,9 +65,7 @@ def export_frame_onnx(model: CausalModel, folder: str | os.PathLike, steps=EXPOR
             torch.randn(2, 2, 128, generator=gen), *[torch.randn(2, *s.shape[1:], generator=gen)
                                                      for s in model.empty_state(1)])
     dynamic = {name: {0: "batch"} for name in ["slots", "prev", "noise", "frame", *ins, *outs]}
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         for n in steps:
             if progress:
                 progress(f"exporting step_{n}.onnx")
@@ -83,12 +79,6 @@ def export_frame_onnx(model: CausalModel, folder: str | os.PathLike, steps=EXPOR
                     "fingerprint": weights_fingerprint(model), "config": json.loads(model.config.to_json()),
                     "steps": list(steps), "inputs": ["slots", "prev", "noise", *ins], "outputs": ["frame", *outs]}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -67,13 +67,23 @@ def build_plan_settings(manifest: dict, precision: str) -> dict[str, dict]:
 def build_plans(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, precision: str = "fp16",
                 workspace_gib: float = 4.0, progress=None) -> Path:
     """Build notes.plan, memory.plan and denoise.plan from an ONNX export (minutes per graph on a big model)."""
-    trt = _trt()
     onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
-    manifest = read_manifest(onnx_dir)
-    settings = build_plan_settings(manifest, precision)
+    settings = build_plan_settings(read_manifest(onnx_dir), precision)
+    _build_all(onnx_dir, out_dir, {g: settings[g]["profile"] for g in GRAPHS}, precision, FP32_NAME_PARTS,
+               workspace_gib, progress)
+    (out_dir / "precision").write_text(precision + "\n")
+    return out_dir
+
+
+def _build_all(onnx_dir: Path, out_dir: Path, profiles: dict[str, dict], precision: str, fp32_parts: tuple,
+               workspace_gib: float = 4.0, progress=None) -> None:
+    """One plan per graph `<name>.onnx` -> `<name>.plan` (written atomically), with its optimisation profile;
+    layers whose names hold one of `fp32_parts` (and softmaxes) pinned to fp32 in the half precisions; the
+    export's manifest copied next to the plans."""
+    trt = _trt()
     out_dir.mkdir(parents=True, exist_ok=True)
     logger = trt.Logger(trt.Logger.WARNING)
-    for graph in GRAPHS:
+    for graph, profile_shapes in profiles.items():
         if progress:
             progress(f"building {graph}.plan ({precision})")
         builder = trt.Builder(logger)
@@ -89,12 +99,11 @@ def build_plans(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, precisi
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
             for i in range(network.num_layers):
                 layer = network.get_layer(i)
-                if any(part in layer.name for part in FP32_NAME_PARTS) or layer.type == trt.LayerType.SOFTMAX:
+                if any(part in layer.name for part in fp32_parts) or layer.type == trt.LayerType.SOFTMAX:
                     layer.precision = trt.float32
                     for j in range(layer.num_outputs):
                         if layer.get_output(j).dtype in (trt.float16, trt.bfloat16, trt.float32):
                             layer.set_output_type(j, trt.float32)
-        profile_shapes = settings[graph]["profile"]
         if profile_shapes:
             profile = builder.create_optimization_profile()
             for name, (lo, opt, hi) in profile_shapes.items():
@@ -107,8 +116,6 @@ def build_plans(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, precisi
         tmp.write_bytes(bytes(plan))
         os.replace(tmp, out_dir / f"{graph}.plan")
     (out_dir / "manifest.json").write_text((onnx_dir / "manifest.json").read_text())
-    (out_dir / "precision").write_text(precision + "\n")
-    return out_dir
 
 
 class _Context:
@@ -313,43 +320,14 @@ def frame_plan_settings(manifest: dict, precision: str, max_batch: int = 8) -> d
 
 def build_frame_plans(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, precision: str = "fp16",
                       progress=None) -> Path:
-    """step_<n>.plan for each exported step count, from `onnx-causal/` (seconds per graph: the model is small)."""
+    """step_<n>.plan for each exported step count, from `onnx-causal/` (seconds per graph: the model is small);
+    the prior's log-sum-exp and the noise schedule's tan stay fp32 besides the usual norms and time embedding."""
     from engines.ort_frame import read_frame_manifest
 
-    trt = _trt()
     onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
-    manifest = read_frame_manifest(onnx_dir)
-    settings = frame_plan_settings(manifest, precision)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    logger = trt.Logger(trt.Logger.WARNING)
-    for graph, setting in settings.items():
-        if progress:
-            progress(f"building {graph}.plan ({precision})")
-        builder = trt.Builder(logger)
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(onnx_dir / f"{graph}.onnx")):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise LiveSynthError(f"TensorRT could not parse {graph}.onnx: {errors}")
-        config = builder.create_builder_config()
-        if precision != "fp32":
-            config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
-            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-            for i in range(network.num_layers):  # the prior's log-sum-exp and the schedule's tan stay fp32
-                layer = network.get_layer(i)
-                if any(part in layer.name for part in (*FP32_NAME_PARTS, "Log", "Tan", "ReduceLogSumExp")):
-                    layer.precision = trt.float32
-        profile = builder.create_optimization_profile()
-        for name, (lo, opt, hi) in setting["profile"].items():
-            profile.set_shape(name, lo, opt, hi)
-        config.add_optimization_profile(profile)
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise LiveSynthError(f"TensorRT failed to build {graph}.plan (see the log above)")
-        tmp = out_dir / f".{graph}.plan.tmp"
-        tmp.write_bytes(bytes(plan))
-        os.replace(tmp, out_dir / f"{graph}.plan")
-    (out_dir / "manifest.json").write_text((onnx_dir / "manifest.json").read_text())
+    settings = frame_plan_settings(read_frame_manifest(onnx_dir), precision)
+    _build_all(onnx_dir, out_dir, {g: s["profile"] for g, s in settings.items()}, precision,
+               (*FP32_NAME_PARTS, "Log", "Tan", "ReduceLogSumExp"), progress=progress)
     return out_dir
 
 
