@@ -295,3 +295,18 @@ def test_diffusers_folder_with_safetensors_weights_also_loads(diffusers_saved, t
     a, b = load_model(folder).model, load_model(copy).model
     for key, value in a.state_dict().items():
         assert torch.equal(b.state_dict()[key], value), key
+
+
+def test_a_model_folder_may_name_another_folders_vocoder(tmp_path):
+    from live_synth.audio.neural_vocoder import StreamingVocoder, preset as vocoder_preset, save_vocoder
+    from live_synth.errors import CheckpointError
+    from live_synth.model import load_model, save_model
+    from live_synth.model.network import SpectrogramDiffusion
+
+    save_vocoder(StreamingVocoder(vocoder_preset("tiny")), tmp_path / "a")
+    save_model(SpectrogramDiffusion(preset("tiny")), tmp_path / "b")
+    (tmp_path / "b" / "vocoder.link").write_text("../a\n")
+    assert load_model(tmp_path / "b").vocoder_path == (tmp_path / "a").resolve()
+    (tmp_path / "b" / "vocoder.link").write_text("../nowhere\n")
+    with pytest.raises(CheckpointError, match="holds no vocoder"):
+        load_model(tmp_path / "b")

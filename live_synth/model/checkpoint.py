@@ -31,6 +31,7 @@ from live_synth.model.network import SpectrogramDiffusion
 FAMILIES = ("window", CAUSAL_FAMILY)  # a config's "family" key; absent means the window family
 
 WEIGHTS_FILE = "model.safetensors"
+VOCODER_LINK = "vocoder.link"  # a model folder's vocoder in another folder: a path relative to the model folder
 CONFIG_FILE = "config.json"
 METADATA_KEY = "live_synth_config"
 DIFFUSERS_COMPONENTS = {  # diffusers sub-folder → our attribute
@@ -217,6 +218,11 @@ def _load_own(path: Path) -> LoadedModel:
             vocoder = path
         elif (path / "melgan.onnx").is_file():
             vocoder = path / "melgan.onnx"
+        elif (path / VOCODER_LINK).is_file():  # another folder's vocoder (two shipped models share one)
+            target = (path / (path / VOCODER_LINK).read_text().strip()).resolve()
+            if not (target / "vocoder.safetensors").is_file():
+                raise CheckpointError(f"{path / VOCODER_LINK}: names {target}, which holds no vocoder.safetensors")
+            vocoder = target
     return LoadedModel(model.eval(), str(path), False, vocoder)
 
 
