@@ -3,8 +3,9 @@
     python tools/train_causal.py DATASET --out ~/.cache/live-synth-train/causal --minutes 30 [--device cuda]
     python tools/train_causal.py DATASET --out RUN --export live_synth/assets/default_model --default-steps 2
 
-Rerunning with the same --out resumes from RUN/ckpt.pt (its own training config wins); `--init FOLDER` starts a new
-run from shipped weights of the same shape. Losses and probes go to RUN/loss.csv (see training/causal_trainer.py).
+Rerunning with the same --out resumes from RUN/ckpt.pt with its stored training config, except for the training
+options given again on the command line (e.g. a shorter --total-steps to decay the learning rate sooner);
+`--init FOLDER` starts a new run from shipped weights of the same shape. Losses and probes go to RUN/loss.csv (see training/causal_trainer.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default-steps", type=int, default=0, help="with --export: render/play's step count")
     parser.add_argument("--description", default="", help="with --export: the model's description")
     for field in dataclasses.fields(CausalTrainConfig):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=None,
+                            help=f"default {field.default}")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -45,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:
             print(f"exported {export(args.out, args.export, args.description, args.default_steps)}")
             return 0
-        cfg = CausalTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CausalTrainConfig)})
-        step = train(args.dataset, args.out, cfg, args.minutes, args.max_steps, args.device, args.precision,
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(CausalTrainConfig)
+                 if getattr(args, f.name) is not None}
+        step = train(args.dataset, args.out, CausalTrainConfig(**given), args.minutes, args.max_steps, args.device,
+                     args.precision, overrides=given,
                      progress=lambda row: print(", ".join(f"{k} {v}" for k, v in row.items() if v != ""),
                                                 flush=True))
     except LiveSynthError as exc:

@@ -264,13 +264,15 @@ def _initial_weights(model: CausalModel, init: str) -> None:
 
 def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig(), minutes: float = 5.0,
           max_steps: int | None = None, device: str = "cpu", precision: str = "bf16", progress=None,
-          model_config: CausalConfig | None = None, sampler: CropSampler | None = None) -> int:
-    """Train (or resume) for `minutes` or until `max_steps`; returns the step reached."""
+          model_config: CausalConfig | None = None, sampler: CropSampler | None = None,
+          overrides: dict | None = None) -> int:
+    """Train (or resume) for `minutes` or until `max_steps`; returns the step reached. A resumed run keeps its
+    stored training config, with `overrides` applied (e.g. {"total_steps": 3000})."""
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     resume = torch.load(out / CKPT, map_location="cpu", weights_only=False) if (out / CKPT).exists() else None
     if resume:
-        cfg = CausalTrainConfig(**resume["train_config"])
+        cfg = dataclasses.replace(CausalTrainConfig(**resume["train_config"]), **(overrides or {}))
         model_cfg = CausalConfig.from_dict(json.loads(resume["model_config"]))
     else:
         model_cfg = model_config or CAUSAL_PRESETS[cfg.model]
