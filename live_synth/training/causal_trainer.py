@@ -358,3 +358,49 @@ def export(out: Path, target: Path, description: str = "", default_steps: int = 
     model = CausalModel(cfg)
     model.load_state_dict(ckpt.get("ema", ckpt["model"]))  # the weights' moving average is what ships
     return save_causal_model(model, target)
+
+
+def plot_losses(logs: list[Path], png: Path) -> Path:
+    """Loss logs of consecutive runs (stages) -> one PNG: the losses (left), the notes-use ratio of the probe (head
+    loss without ÷ with the notes, middle), and the lone-note levels relative to the loudest (right, with General
+    MIDI's 40 log10(v / 127) curve that FluidSynth follows)."""
+    import csv
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows, offset, bounds = [], 0, []
+    for log in logs:
+        part = list(csv.DictReader(open(log)))
+        for r in part:
+            r["global_step"] = offset + int(r["step"])
+        rows += part
+        offset += int(part[-1]["step"]) if part else 0
+        bounds.append(offset)
+    fig = Figure(figsize=(15, 4))
+    FigureCanvasAgg(fig)
+    losses, ratio, lone = fig.add_subplot(1, 3, 1), fig.add_subplot(1, 3, 2), fig.add_subplot(1, 3, 3)
+    steps = [r["global_step"] for r in rows]
+    for key in ("loss", "head", "prior_l1"):
+        losses.plot(steps, [float(r[key]) for r in rows], lw=0.7, label=key)
+    probes = [r for r in rows if r.get("probe_head")]
+    ratio.plot([r["global_step"] for r in probes],
+               [float(r["probe_head_no_notes"]) / float(r["probe_head"]) for r in probes], "o-")
+    levels = [(r["global_step"], [float(v) for v in r["lone_db"].split()]) for r in rows if r.get("lone_db")]
+    for i, velocity in enumerate(LONE_VELOCITIES):
+        lone.plot([s for s, _ in levels], [v[i] - max(v) for _, v in levels], "o-", ms=3, label=f"v{velocity}")
+        lone.axhline(40 * math.log10(velocity / LONE_VELOCITIES[-1]), color=f"C{i}", ls=":", lw=0.8)
+    for ax in (losses, ratio, lone):
+        for b in bounds[:-1]:
+            ax.axvline(b, color="grey", lw=0.6, ls="--")
+        ax.set_xlabel("step (all stages)")
+        ax.grid(alpha=0.3)
+    losses.set_ylabel("training loss")
+    losses.set_yscale("log")
+    losses.legend()
+    ratio.set_ylabel("probe head loss without ÷ with notes")
+    lone.set_ylabel("lone piano note peak, dB re the loudest\n(dotted: 40 log10(v/120), FluidSynth)")
+    lone.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    return png
