@@ -33,6 +33,7 @@ SHIPPED = {DEFAULT_MODEL: "default_model", "default-window": "window_model"}  # 
 FALLBACK_PRESET = "live"  # the shipped model's shape; used with random weights, and said so, if it is missing
 RENDER_STEPS = 8  # sampling steps when neither --steps nor the model's config (default_steps) says (window family)
 PLAY_STEPS = 4
+WARMUP = 48  # frames a chunk of a causal offline render starts early (its history; causal_stream.render_events)
 
 
 def packaged_path(name: str) -> Path:
@@ -215,9 +216,13 @@ class CausalSynth(Synth):
         from live_synth.midi.events import NoteEvents
 
         frames = song_frames(ns)
-        chunks = self.options.chunks or max(1, min(8, frames // (20 * FRAME_RATE)))  # about 20 s per chunk
+        # Up to 16 chunks side by side, each starting WARMUP frames early (measured on the demo: 21.7x real time
+        # instead of 8.1x sequential; seams no more of a jump than the same frames of a sequential render, 0.76
+        # against 0.71; log-mel distance to the sequential render 0.027, level +0.07 dB; tools/seam_check.py).
+        chunks = self.options.chunks or max(1, min(16, frames // 40))
         return render_events(self.engine, NoteEvents.from_sequence(ns), frames, self.steps,
-                             self.options.seed if seed is None else seed, chunks=chunks, progress=progress)
+                             self.options.seed if seed is None else seed, chunks=chunks, warmup=WARMUP,
+                             progress=progress)
 
     def live_stream(self, hop: int = 1, strategy: str | None = None, sampler: str | None = None) -> LiveStream:
         from live_synth.causal_stream import CausalLiveStream
