@@ -42,7 +42,7 @@ def e2e(jack_server, tmp_path_factory):
     rec = tmp_path / "played.wav"
     synth = subprocess.Popen(
         [sys.executable, "-m", "live_synth", "play", "--midi-api", "jack", "--midi-in", "virtual",
-         "--seconds", str(SECONDS), "--record", str(rec), "--hop", "16", "--steps", "2", "--lead-ms", "400"],
+         "--seconds", str(SECONDS), "--record", str(rec)],  # play's defaults, as a user starts it
         stderr=subprocess.PIPE, text=True)
     sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{TAG}-keys")
     try:
