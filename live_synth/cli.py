@@ -288,6 +288,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         check_output_folder(str(out))
+    if args.engine is None:
+        args.engine = ["torch", "onnx"] if args.kind == "throughput" else ["auto"]
     if args.kind == "throughput":
         from live_synth.bench.throughput import TABLE_HEAD, run_throughput_bench
 
@@ -389,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure latency through JACK (next to FluidSynth) or throughput")
     bench.add_argument("kind", choices=["latency", "throughput"])
     bench.add_argument("--model", nargs="+", default=[DEFAULT_MODEL])
-    bench.add_argument("--engine", nargs="+", default=["torch"], help="torch onnx tensorrt (throughput: several)")
+    bench.add_argument("--engine", nargs="+", help="auto torch onnx tensorrt (throughput: several; default torch "
+                       "onnx); latency: one, default play's own (auto)")
     bench.add_argument("--engine-dir")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--dtype", default="float32")

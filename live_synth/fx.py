@@ -177,10 +177,13 @@ class FxStage(threading.Thread):
     def prime(self) -> None:
         """Fill the output ring before the stream starts (the same blocks the thread would make)."""
         while self.sink.available() < self.block * self.blocks:
-            self._step()
+            self._step(stamp=False)
 
-    def _step(self) -> None:
-        self.source.read_into(self._buffer)
+    def _step(self, stamp: bool = True) -> None:
+        # stamp the read with the time the device will take these samples: now plus what the sink still holds
+        # (not while priming: the device has not started)
+        now_ns = time.monotonic_ns() + int(1e9 * self.sink.available() / self.rate) if stamp else 0
+        self.source.read_into(self._buffer, now_ns)
         out = self.chain.process(self._buffer[:, 0], self.rate, reset=False)
         self.sink.write(out)
         self.processed += len(out)

@@ -178,6 +178,24 @@ def test_a_note_too_late_for_its_time_is_moved_to_the_first_rewritable_one_and_c
     assert worker.timing.position(note.start) >= ring.read_index + ring.guard
 
 
+def test_notes_are_placed_by_the_device_clock_stamps_after_a_skipped_cycle():
+    """A host that skips cycles (a JACK xrun) leaves the device behind the wall clock: the note goes where the
+    device will be at arrival + D, not where a device running at the nominal rate since the start would be."""
+    worker, ring, _ = causal_worker(delay_s=0.1)
+    worker.start_time = 100.0
+    fill(worker, ring)
+    out = np.empty((HOP, 1), np.float32)
+    ring.read_into(out, now_ns=int(100.0e9))  # position 0 handed out at 100.0 s
+    assert worker.origin() == pytest.approx(100.0)
+    ring.read_into(out, now_ns=int(100.05e9))  # position 320 at 100.05 s: 30 ms of cycles were skipped
+    # the earliest origin in the window is the on-time stamp; once it ages out, the skipped cycles count
+    assert worker.origin() == pytest.approx(100.0)
+    ring.read_into(out, now_ns=int(101.5e9))  # position 640 at 101.5 s: the device fell 1.48 s behind
+    assert worker.origin() == pytest.approx(101.5 - 640 / RATE)
+    tau, late = worker.place(101.5)
+    assert not late and tau == pytest.approx(worker.timing.time_at(640 + 0.1 * RATE))  # heard at 101.6 s
+
+
 def test_a_flood_is_one_rollback_per_drain_and_never_rewinds_a_low_ring():
     worker, ring, _ = causal_worker()
     fill(worker, ring)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from live_synth.live.ring import SpscRing
+from live_synth.live.ring import COUNTERS, SpscRing
 
 BLOCKS = [1, 64, 65, 8192, 8193]  # pedalboard's sweep: powers of two and one past them
 
@@ -53,7 +53,7 @@ def test_write_never_overwrites_unread_samples():
 
 
 def test_stereo_and_external_buffers():
-    data, counters = np.zeros((16, 2), np.float32), np.zeros(4, np.int64)
+    data, counters = np.zeros((16, 2), np.float32), np.zeros(COUNTERS, np.int64)
     ring = SpscRing(16, channels=2, buffers=(data, counters))
     ring.write(np.array([[1, -1], [2, -2]], np.float32))
     assert counters[0] == 2 and data[1].tolist() == [2.0, -2.0]
@@ -162,8 +162,8 @@ def _consumer_process(shm_name: str, cap: int, stop, out_name: str, out_len: int
     shm = shared_memory.SharedMemory(name=shm_name)
     got = shared_memory.SharedMemory(name=out_name)
     try:
-        counters = np.ndarray((4,), np.int64, buffer=shm.buf, offset=0)
-        data = np.ndarray((cap, 1), np.float32, buffer=shm.buf, offset=32)
+        counters = np.ndarray((COUNTERS,), np.int64, buffer=shm.buf, offset=0)
+        data = np.ndarray((cap, 1), np.float32, buffer=shm.buf, offset=8 * COUNTERS)
         ring = SpscRing(cap, buffers=(data, counters), guard=512)
         received = np.ndarray((out_len,), np.float32, buffer=got.buf)
         out = np.empty((256, 1), np.float32)
@@ -188,11 +188,11 @@ def test_a_consumer_process_on_shared_memory_never_sees_a_torn_block():
     from multiprocessing import shared_memory
 
     cap, total = 8192, 400_000
-    shm = shared_memory.SharedMemory(create=True, size=32 + 4 * cap)
+    shm = shared_memory.SharedMemory(create=True, size=8 * COUNTERS + 4 * cap)
     got = shared_memory.SharedMemory(create=True, size=4 * (total + 8192) + 8)
     try:
-        counters = np.ndarray((4,), np.int64, buffer=shm.buf, offset=0)
-        data = np.ndarray((cap, 1), np.float32, buffer=shm.buf, offset=32)
+        counters = np.ndarray((COUNTERS,), np.int64, buffer=shm.buf, offset=0)
+        data = np.ndarray((cap, 1), np.float32, buffer=shm.buf, offset=8 * COUNTERS)
         counters[:] = 0
         ring = SpscRing(cap, buffers=(data, counters), guard=512)
         ctx = mp.get_context("spawn")
@@ -210,3 +210,14 @@ def test_a_consumer_process_on_shared_memory_never_sees_a_torn_block():
         shm.unlink()
         got.close()
         got.unlink()
+
+
+def test_a_stamped_read_publishes_its_start_position_and_time():
+    ring = SpscRing(64)
+    out = np.empty((8, 1), np.float32)
+    assert ring.stamp() is None
+    ring.write(np.arange(32, dtype=np.float32))
+    ring.read_into(out)  # unstamped: the stamp stays absent
+    assert ring.stamp() is None
+    ring.read_into(out, now_ns=5_000_000_000)
+    assert ring.stamp() == (8, 5.0) and ring.read_index == 16

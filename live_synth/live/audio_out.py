@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,14 +195,14 @@ class AudioOutput:
             self.underflows += 1
         self.callbacks += 1
         self.frames += frames
-        ring = self._ring
+        ring, now_ns = self._ring, time.monotonic_ns()  # the clock stamp the worker places notes by
         if self._direct:
-            ring.read_into(outdata)
+            ring.read_into(outdata, now_ns)
             return
         scratch, done = self._scratch, 0
         while done < frames:  # one pass unless the host asks for more than max_frames
             n = min(frames - done, len(scratch))
-            ring.read_into(scratch[:n])
+            ring.read_into(scratch[:n], now_ns if done == 0 else 0)
             outdata[done : done + n] = scratch[:n]
             done += n
 

@@ -1,8 +1,9 @@
 """The generation side of `play` in its own process, joined to the audio process by a ring in shared memory.
 
 Shared memory block (created by the audio process, attached by the generation process):
-  [0, 32)            the ring's four int64 counters (write index, read index, underruns, underrun samples)
-  [32, 32 + 8 K)     K float64 counters named by `session.STATS` (ticks, late ticks, ready, start time, ...)
+  [0, 48)            the ring's six int64 counters (write index, read index, underruns, underrun samples, and the
+                     consumer's clock stamp: read index and monotonic ns)
+  [48, 48 + 8 K)     K float64 counters named by `session.STATS` (ticks, late ticks, ready, start time, ...)
   [.., + 4 cap)      the ring's float32 samples (mono)
 Only the generation process writes samples, the write index and the STATS (except `start_time`, which the audio
 process writes once before it sets `go`); only the audio callback writes the read index and underrun counters.
@@ -28,14 +29,14 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from live_synth.errors import LiveSynthError
-from live_synth.live.ring import SpscRing, ring_capacity
+from live_synth.live.ring import COUNTERS, SpscRing, ring_capacity
 from live_synth.live.session import STATS, Generation, PlaySettings
 
-_HEADER = 32
+_HEADER = 8 * COUNTERS
 
 
 def _views(buf, cap: int):
-    counters = np.ndarray((4,), np.int64, buffer=buf, offset=0)
+    counters = np.ndarray((COUNTERS,), np.int64, buffer=buf, offset=0)
     stats = np.ndarray((len(STATS),), np.float64, buffer=buf, offset=_HEADER)
     data = np.ndarray((cap, 1), np.float32, buffer=buf, offset=_HEADER + 8 * len(STATS))
     return counters, stats, data

@@ -58,6 +58,8 @@ class MidiSource(Protocol):
         """Clock time of the next scheduled event, if the source has a schedule."""
 
 
+ORIGIN_WINDOW_S = 1.0  # how far back `GenerationWorker.origin` looks for an on-time callback
+
 @dataclass
 class WorkerStats:
     """Counters the control thread reads (plain ints and floats: reads are atomic under the GIL)."""
@@ -140,6 +142,7 @@ class GenerationWorker(threading.Thread):
         self._records: deque[_Record] = deque(maxlen=256)
         self._recent_ms: deque[float] = deque(maxlen=100)  # the last ticks, for the rollback deadline
         self._deadline_s = 0.0
+        self._origins: deque[tuple[float, float]] = deque(maxlen=512)  # (stamp time, origin): see `origin`
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -152,6 +155,7 @@ class GenerationWorker(threading.Thread):
     def _loop(self) -> None:
         self.start_time = self.start_time if self.start_time is not None else self.clock()
         while not self.stop_event.is_set():
+            self.origin()  # sample the consumer's clock stamp every pass (see `origin`)
             self.apply_midi()
             ahead = self.ahead_s()
             if ahead < self.lead_s:
@@ -173,6 +177,26 @@ class GenerationWorker(threading.Thread):
     def ahead_s(self) -> float:
         """Audio generated and not yet played, in seconds."""
         return (self.feed.position - self.ring.read_index) / self.rate
+
+    def origin(self) -> float:
+        """The clock time at which ring position 0 was (or would have been) handed to the device.
+
+        From the consumer's clock stamps when it publishes them (`SpscRing.stamp`): each stamp (position p at time
+        t) says position 0 went out at t - p / rate. A callback that runs late within its period gives a later
+        value; a host that skipped cycles (an xrun) or a ring underrun moves every later value for good. So the
+        origin is the earliest value among the stamps of the last `ORIGIN_WINDOW_S`: on-time callbacks, and a
+        skipped cycle taken into account within that window. Without stamps (a virtual clock, a test): the start
+        time plus the samples the ring could not supply."""
+        stamp = self.ring.stamp()
+        if stamp is None:
+            return (self.start_time or 0.0) + self.ring.underrun_samples / self.rate
+        position, t = stamp
+        window = self._origins
+        if not window or window[-1][0] != t:
+            window.append((t, t - position / self.rate))
+            while window[0][0] < t - ORIGIN_WINDOW_S:
+                window.popleft()
+        return min(o for _, o in window)
 
     # -- MIDI --------------------------------------------------------------------------------------------------------
     def apply_midi(self) -> None:
@@ -198,7 +222,7 @@ class GenerationWorker(threading.Thread):
 
     def place(self, arrival: float) -> tuple[float, bool]:
         """(frame time for an event that arrived at `arrival`, whether it had to be moved later)."""
-        target = (arrival + self.delay_s - self.start_time) * self.rate - self.ring.underrun_samples
+        target = (arrival + self.delay_s - self.origin()) * self.rate
         # the first position that can still be rewritten once the frames up to it are generated again
         floor = self.ring.read_index + self.ring.guard + self._deadline_s * self.rate
         if target < floor:
