@@ -187,7 +187,10 @@ class AudioOutput:
         - no buffers are allocated here: the mono-to-channels scratch is preallocated (`max_frames`); what remains
           is what any Python callback costs (sounddevice's ndarray view of the C buffer, small ints and floats);
         - `status.output_underflow` (PortAudio or the host noticed that output was late) is counted in
-          `underflows`; the callback never raises, so the stream never stops by itself;
+          `underflows`; the callback never raises, so the stream never stops by itself. On JACK, PortAudio sets
+          this flag on the callback after *any* xrun the server reports (pa_jack.c: `JackXRunCb` marks every
+          stream; "Any way to tell which of these occurred?"), whichever client or the driver's own timer was
+          late: there it counts server xruns, not our lateness; the ring's underruns count ours;
         - Python callbacks hold the GIL: a worker that keeps the GIL for longer than the period delays this
           callback (tools/bench_callback.py measures that).
         """

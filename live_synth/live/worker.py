@@ -23,7 +23,8 @@ Two ways to place a MIDI event, chosen by what the stream can do:
 Timing. Ring position 0 holds the output of frame 0; each frame adds `per_frame` device samples. The vocoder
 outputs frame f - lookahead when given frame f, and the resampler delays by `resampler.delay` samples, so frame time
 tau is at ring position (50 tau + lookahead) * per_frame + resampler delay. The device plays ring position p at
-start + (p + underrun samples) / rate (plus its own output latency, reported by `play`).
+origin + p / rate (plus its own output latency, reported by `play`), where the origin comes from the consumer's
+clock stamps (`origin`): a host that skipped cycles moves it, so notes keep their declared latency.
 
 Degradation. A tick is late when its compute time exceeds the audio it produces: each late tick lowers the
 sampling steps by one (not below 1) and is counted; after `recover_after` on-time ticks with half the budget to
@@ -211,7 +212,7 @@ class GenerationWorker(threading.Thread):
         if not self.stream.can_rewind:
             committed_s = self.stream.frame / FRAME_RATE
             for arrival, message in events:
-                t = arrival - (self.start_time or 0.0)
+                t = arrival - self.origin()
                 if t < committed_s:
                     self.stats.late_events += 1
                     t = committed_s
