@@ -34,6 +34,7 @@ FALLBACK_PRESET = "live"  # the shipped model's shape; used with random weights,
 RENDER_STEPS = 8  # sampling steps when neither --steps nor the model's config (default_steps) says (window family)
 PLAY_STEPS = 4
 WARMUP = 48  # frames a chunk of a causal offline render starts early (its history; causal_stream.render_events)
+TAIL_FRAMES = 50  # a causal render goes on 1 s past the last note's end: the release tail (the data's renders have it)
 
 
 def packaged_path(name: str) -> Path:
@@ -215,7 +216,7 @@ class CausalSynth(Synth):
         from live_synth.causal_stream import render_events
         from live_synth.midi.events import NoteEvents
 
-        frames = song_frames(ns)
+        frames = song_frames(ns) + TAIL_FRAMES  # causal: earlier frames do not depend on it (only the chunk split moves)
         # Up to 16 chunks side by side, each starting WARMUP frames early (measured on the demo: 21.7x real time
         # instead of 8.1x sequential; seams no more of a jump than the same frames of a sequential render, 0.76
         # against 0.71; log-mel distance to the sequential render 0.027, level +0.07 dB; tools/seam_check.py).
