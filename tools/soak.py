@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| live-synth play {' '.join(extra)}{' + busy process' if busy else ''} | {r['seconds']:.1f} s | "
                   f"{r['ticks']} | {r['tick_ms_median']:.1f} / {r['tick_ms_p99']:.1f} | {r['late_ticks']} | "
                   f"{r['underruns']} | {r['underflows']} | {r.get('rollbacks', 0)} ({r.get('frames_regenerated', 0)}) "
-                  f"| {r.get('late_events', 0)} | {r['xruns']} |")
+                  f"| {r.get('late_events', 0)} (by up to {r.get('late_ms_max', 0.0):.1f} ms) | {r['xruns']} |")
             if args.fluidsynth:
                 f = run_fluidsynth(midi, args.seconds)
                 print(f"| FluidSynth, same file and server{' + busy process' if busy else ''} | {f['seconds']:.1f} s "
