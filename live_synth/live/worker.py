@@ -143,7 +143,7 @@ class GenerationWorker(threading.Thread):
         self._records: deque[_Record] = deque(maxlen=256)
         self._recent_ms: deque[float] = deque(maxlen=100)  # the last ticks, for the rollback deadline
         self._deadline_s = 0.0
-        self._origins: deque[tuple[float, float]] = deque(maxlen=512)  # (stamp time, origin): see `origin`
+        self._origins: deque[tuple[float, float]] = deque()  # (stamp time, origin): see `origin`
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -192,12 +192,15 @@ class GenerationWorker(threading.Thread):
         if stamp is None:
             return (self.start_time or 0.0) + self.ring.underrun_samples / self.rate
         position, t = stamp
-        window = self._origins
+        window = self._origins  # a sliding-window minimum: origins increase from left to right
         if not window or window[-1][0] != t:
-            window.append((t, t - position / self.rate))
+            origin = t - position / self.rate
+            while window and window[-1][1] >= origin:
+                window.pop()
+            window.append((t, origin))
             while window[0][0] < t - ORIGIN_WINDOW_S:
                 window.popleft()
-        return min(o for _, o in window)
+        return window[0][1]
 
     # -- MIDI --------------------------------------------------------------------------------------------------------
     def apply_midi(self) -> None:
