@@ -29,7 +29,7 @@ from live_synth.errors import LiveSynthError, MidiError
 from live_synth.midi import NoteSequence
 
 DEFAULT_MODEL = "default"
-SHIPPED = {DEFAULT_MODEL: "default_model", "default-window": "window_model"}  # names of the packaged models
+SHIPPED = {DEFAULT_MODEL: "default_model"}  # names of the packaged models
 FALLBACK_PRESET = "live"  # the shipped model's shape; used with random weights, and said so, if it is missing
 RENDER_STEPS = 8  # sampling steps when neither --steps nor the model's config (default_steps) says (window family)
 PLAY_STEPS = 4
@@ -42,8 +42,7 @@ def packaged_path(name: str) -> Path:
 
 
 def resolve_model_spec(spec: str) -> tuple[str, str | None]:
-    """(what to load, a warning to print or None). "default" is the shipped model when the package has one;
-    "default-window" the project's first default model (the window family), shipped next to it."""
+    """(what to load, a warning to print or None). "default" is the shipped model when the package has one."""
     if spec not in SHIPPED:
         return spec, None
     shipped = packaged_path(SHIPPED[spec])
