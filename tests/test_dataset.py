@@ -256,6 +256,39 @@ def test_heldout_split_is_a_stable_hash_of_the_name():
     assert 140 < len(held) < 260
     assert held[:50] == [n for n in names[:1000] if shards.is_heldout(n, 0, 0.1)][:50]
     assert held != [n for n in names if shards.is_heldout(n, 1, 0.1)]
+    splits = [shards.split_of(n, 0, 0.2) for n in names]
+    assert 150 < splits.count("validation") < 250 and 150 < splits.count("test") < 250
+
+
+def _chorale(top: list[int], program: int, octave: int) -> bytes:
+    import io
+
+    import mido
+
+    song = mido.MidiFile()
+    track = mido.MidiTrack()
+    song.tracks.append(track)
+    track.append(mido.Message("program_change", program=program))
+    for pitch in top:
+        track.append(mido.Message("note_on", note=pitch + 12 * octave, velocity=80, time=0))
+        track.append(mido.Message("note_on", note=pitch + 12 * octave - 7, velocity=70, time=0))
+        track.append(mido.Message("note_off", note=pitch + 12 * octave, velocity=0, time=240))
+        track.append(mido.Message("note_off", note=pitch + 12 * octave - 7, velocity=0, time=0))
+    buffer = io.BytesIO()
+    song.save(file=buffer)
+    return buffer.getvalue()
+
+
+def test_one_tunes_harmonisations_share_a_work_and_so_a_split():
+    """Two corpus pieces with the same melody (other BWV numbers, instruments, octaves) are one work; another
+    melody is another work; generated pieces are each their own work."""
+    tune, other = [60, 62, 64, 60, 65, 64, 62, 60], [60, 59, 57, 55, 57, 59, 60, 62]
+    a = shards.work_key("music21/bach/bwv4.8", _chorale(tune, 0, 0))
+    b = shards.work_key("music21/bach/bwv158.4", _chorale([p + 3 for p in tune], 40, 1))
+    c = shards.work_key("music21/bach/bwv269", _chorale(other, 0, 0))
+    assert a == b != c
+    assert shards.work_key("music21/bach/bwv66.6", b"not midi") == "music21/bach/bwv66"
+    assert shards.work_key("procedural/00012") == "procedural/00012"
 
 
 # --- tools/make_dataset.py ------------------------------------------------------------------------------------------
@@ -279,12 +312,13 @@ def test_make_dataset_layout_and_manifest(dataset):
     files = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file())
     manifest = shards.load_manifest(dataset)
     assert files == sorted(["manifest.json", *manifest["pieces"]])
-    assert all(f.split("/")[0] in ("train", "heldout") for f in manifest["pieces"])
+    assert all(f.split("/")[0] in ("train", "validation", "test") for f in manifest["pieces"])
     assert manifest["seed"] == 3 and manifest["sample_rate"] == SR
     assert manifest["sources"] == {"procedural": 2, "music21": 1, "sparse": 0, "expression": 0}
     assert sum(manifest["counts"].values()) == 3 and manifest["renderer"]["name"] in synth.RENDERERS
     assert manifest["renderer"]["reverb"] is False and manifest["soundfont"]["name"] == "FluidR3_GM.sf2"
-    assert sorted(manifest["heldout_pieces"]) == sorted(p.name for p in shards.iter_pieces(dataset, "heldout"))
+    for split in ("validation", "test"):
+        assert sorted(manifest[f"{split}_pieces"]) == sorted(p.name for p in shards.iter_pieces(dataset, split))
     assert manifest["created_by"].startswith("python tools/make_dataset.py")
     assert sum(manifest["families"].values()) == sum(manifest["programs"].values()) == sum(manifest["notes"].values())
 

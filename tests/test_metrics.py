@@ -121,7 +121,7 @@ def test_basic_pitch_finds_the_pitches_and_onsets_of_synthesized_tones():
 
 
 def write_piece(folder: Path, tmp_path: Path) -> None:
-    """heldout/00000.npz: a 3 s MIDI (three piano tones + one drum hit), numpy-synthesized audio and its log-mel."""
+    """validation/00000.npz: a 3 s MIDI (three piano tones + one drum hit), numpy-synthesized audio and its log-mel."""
     notes = [(pitch, 100, int(onset * 1000), int((onset + duration) * 1000)) for pitch, onset, duration in TONES]
     drums = midi_track(channel=9, program=None, notes=[(36, 110, 1500, 1600)])
     midi_path = write_midi_file(tmp_path / "piece.mid", [midi_track(notes=notes), drums])
@@ -141,7 +141,7 @@ def write_piece(folder: Path, tmp_path: Path) -> None:
 
 @needs_basic_pitch
 def test_evaluate_writes_report_picture_and_json_for_a_tiny_model(tmp_path, capsys):
-    write_piece(tmp_path / "ds" / "heldout", tmp_path)
+    write_piece(tmp_path / "ds" / "validation", tmp_path)
     out = tmp_path / "report"
     argv = ["--dataset", str(tmp_path / "ds"), "--model", "tiny", "--vocoder", "griffin-lim",
             "--griffin-lim-iters", "4", "--steps", "1", "--sweep", "1,2", "--out", str(out), "-q"]
@@ -168,7 +168,7 @@ def test_evaluate_writes_report_picture_and_json_for_a_tiny_model(tmp_path, caps
 
 
 def test_evaluate_rejects_a_dataset_without_heldout_pieces(tmp_path, capsys):
-    (tmp_path / "ds" / "heldout").mkdir(parents=True)
+    (tmp_path / "ds" / "validation").mkdir(parents=True)
     assert evaluate.main(["--dataset", str(tmp_path / "ds"), "--model", "tiny", "--out", str(tmp_path / "o")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "no .npz pieces" in error[0]

@@ -360,7 +360,7 @@ def test_the_step_graph_exports_to_onnx_and_streams_the_same(tmp_path: Path) -> 
 def write_dataset(root: Path) -> Path:
     from live_synth.training.shards import Piece, piece_path, write_piece
 
-    for split, index, f0s in (("train", 0, (220.0, 330.0)), ("train", 1, (196.0,)), ("heldout", 2, (440.0,))):
+    for split, index, f0s in (("train", 0, (220.0, 330.0)), ("train", 1, (196.0,)), ("validation", 2, (440.0,))):
         audio = harmonic_audio(1.5, f0s, index)
         mel = log_mel(torch.from_numpy(audio.astype(np.float32) / 32767.0)).numpy().astype(np.float16)
         piece = Piece(name=f"test/{index}", source="procedural", midi=b"", notes=np.zeros((0, 5), np.float32),

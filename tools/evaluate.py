@@ -95,16 +95,20 @@ class Stack:
 # Data
 
 
-def heldout_files(dataset: Path, limit: int | None, sources: str = "all") -> list[Path]:
-    """The held-out pieces (of the given dataset sources: comma-separated name prefixes, or "all")."""
-    folder = dataset / "heldout"
+def heldout_files(dataset: Path, limit: int | None, sources: str = "all", split: str = "validation") -> list[Path]:
+    """The pieces of a held-out split, `validation` (what choices are made on) or `test` (reported, never chosen
+    on), of the given dataset sources (comma-separated name prefixes, or "all")."""
+    folder = dataset / split
+    if split not in ("validation", "test"):
+        raise LiveSynthError(f"--split must be validation or test, got {split!r}")
     if not folder.is_dir():
-        raise LiveSynthError(f"{dataset}: no held-out split (expected the folder {folder})")
+        raise LiveSynthError(f"{dataset}: no {split} split (expected the folder {folder}; datasets made before the "
+                             "three-way split have heldout/: remake it with tools/make_dataset.py)")
     files = sorted(folder.glob("*.npz"))
     if sources != "all":
         prefixes = tuple(f"{s.strip()}/" for s in sources.split(",") if s.strip())
         names = _manifest_names(dataset)
-        files = [f for f in files if names.get(f"heldout/{f.name}", "").startswith(prefixes)]
+        files = [f for f in files if names.get(f"{split}/{f.name}", "").startswith(prefixes)]
     if not files:
         raise LiveSynthError(f"{folder}: holds no .npz pieces" + ("" if sources == "all" else f" of {sources}"))
     return files[:limit] if limit else files
@@ -575,7 +579,7 @@ def parse_steps(text: str, option: str = "--sweep", minimum: int = 1) -> list[in
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, help="dataset folder with a heldout/ split of .npz pieces")
+    parser.add_argument("--dataset", required=True, help="dataset folder with validation/ and test/ splits of .npz pieces")
     parser.add_argument("--model", required=True, help="model folder/file, 'default', or a preset (random weights)")
     parser.add_argument("--vocoder", help="griffin-lim or a vocoder file (default: the model's own, else Griffin-Lim)")
     parser.add_argument("--griffin-lim-iters", type=int, default=64, help="Griffin-Lim iterations when it is used")
@@ -586,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", default="0", help="seeds to render each piece with, e.g. 0,1,2 (scores are "
                         "their means; the F1's spread over seeds is reported)")
     parser.add_argument("--pieces", type=int, default=0, help="evaluate only the first N held-out pieces")
+    parser.add_argument("--split", default="validation", choices=("validation", "test"),
+                        help="validation: to choose steps, checkpoints, vocoders on; test: to report (never choose)")
     parser.add_argument("--sources", default="all",
                         help="held-out pieces whose names start with these dataset sources, e.g. procedural,music21 "
                         "(the split the earlier default models were evaluated on); default: all")
@@ -618,7 +624,7 @@ def load_stack(args: argparse.Namespace) -> tuple[Stack, dict]:
                 "family": synth.family, "engine": synth.engine.name, "vocoder": vocoder.name,
                 "griffin_lim": griffin_lim, "sampler": sampler, "steps": args.steps, "guidance": args.guidance,
                 "seed": seeds[0], "seeds": seeds, "device": args.device, "dtype": args.dtype,
-                "sources": args.sources}
+                "sources": args.sources, "split": args.split}
     return stack, settings
 
 
@@ -634,7 +640,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         torch.set_num_threads(args.threads)
     sweep = parse_steps(args.sweep)
     make_sampler(args.sampler, args.steps)  # a wrong sampler or step count fails before any work
-    files = heldout_files(Path(args.dataset), args.pieces or None, args.sources)
+    files = heldout_files(Path(args.dataset), args.pieces or None, args.sources, args.split)
     check_dependencies()
     out = Path(args.out)
     try:

@@ -9,9 +9,11 @@ Pieces: N procedural pieces named procedural/00000.. (piece i is `procedural.gen
 music21/<work>, then --sparse and --expression pieces (`gestures.generate_sparse` / `generate_expression` of
 `derive_seed(seed, "sparse"|"expression", i)`: notes after silence, and bends / mod wheel / volume / expression),
 named sparse/NNNNN and expression/NNNNN. Each is rendered at 16 kHz mono with reverb and chorus off (FluidSynth +
-FluidR3_GM unless told otherwise), and written as DATASET/{train,heldout}/NNNNN.npz (format: live_synth/training/shards.py) with
-DATASET/manifest.json. A piece is held out when a seeded hash of its name says so (`shards.is_heldout`), so that
-adding pieces never moves the others; training reads train/ only.
+FluidR3_GM unless told otherwise), and written as DATASET/{train,validation,test}/NNNNN.npz (format:
+live_synth/training/shards.py) with DATASET/manifest.json. A piece's split is a seeded hash of its source work
+(`shards.split_of(shards.work_key(...))`: a corpus piece's tune, a generated piece itself), so that adding pieces
+never moves the others and one tune's harmonisations stay on one side; training reads train/ only, choices are made
+on validation/, and test/ is only reported.
 
 Deterministic: the same arguments give byte-identical piece files and manifest (whatever --workers is).
 --no-audio leaves the int16 audio out of the piece files (a compact features-only copy, e.g. for the GPU machine);
@@ -42,7 +44,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 from live_synth.constants import HOP, N_MELS, SAMPLE_RATE  # noqa: E402
 from live_synth.errors import LiveSynthError  # noqa: E402
 from live_synth.training.procedural import GM_FAMILIES, gm_family  # noqa: E402
-from live_synth.training.shards import SPLITS, is_heldout, piece_path, write_manifest  # noqa: E402
+from live_synth.training.shards import HELDOUT_SPLITS, SPLITS, piece_path, split_of, work_key, write_manifest  # noqa: E402
 
 # --- work done per piece (in worker processes when --workers > 1) ----------------------------------------------------
 
@@ -201,7 +203,7 @@ def plan(args, works: list) -> list[Task]:
     counters = dict.fromkeys(SPLITS, 0)
     tasks = []
     for name, source, seed, midi in entries:
-        split = "heldout" if is_heldout(name, args.seed, args.heldout_fraction) else "train"
+        split = split_of(work_key(name, midi), args.seed, args.heldout_fraction)
         path = piece_path(args.out, split, counters[split])
         counters[split] += 1
         tasks.append(Task(name, source, split, str(path), not args.no_audio, args.max_seconds, seed, midi))
@@ -233,7 +235,7 @@ def manifest(args, argv: list[str], renderer, stats: list[dict], works: list, sk
         "programs": {k: programs[k] for k in sorted(programs, key=_program_order)},
         "families": _families(programs),
         "clipped_samples": sum(x["clipped"] for x in stats),
-        "heldout_pieces": [x["name"] for x in per_split["heldout"]],
+        **{f"{s}_pieces": [x["name"] for x in per_split[s]] for s in HELDOUT_SPLITS},
         "pieces": {x["file"]: x["name"] for x in stats},
         "corpus": {
             "works": {w.name: {"ensemble": w.ensemble, "rights": w.rights} for w in works},
@@ -268,9 +270,11 @@ def summary(out: Path, m: dict, wall_s: float) -> str:
     renderer = m["renderer"]
     lines = [
         f"dataset {out}: {sum(m['counts'].values())} pieces ({m['counts']['train']} train, "
-        f"{m['counts']['heldout']} held out), {total_h:.3f} h of audio ({total_h * 60:.1f} min; train "
-        f"{m['hours']['train'] * 60:.1f} min, held out {m['hours']['heldout'] * 60:.1f} min)",
-        f"notes: {sum(m['notes'].values())} (train {m['notes']['train']}, held out {m['notes']['heldout']})",
+        f"{m['counts']['validation']} validation, {m['counts']['test']} test), {total_h:.3f} h of audio "
+        f"({total_h * 60:.1f} min; train {m['hours']['train'] * 60:.1f} min, validation "
+        f"{m['hours']['validation'] * 60:.1f} min, test {m['hours']['test'] * 60:.1f} min)",
+        f"notes: {sum(m['notes'].values())} (train {m['notes']['train']}, validation {m['notes']['validation']}, "
+        f"test {m['notes']['test']})",
         f"sources: {m['sources']['procedural']} procedural, {m['sources']['music21']} music21 "
         f"({len(m['corpus']['skipped'])} works skipped on the way), {m['sources']['sparse']} sparse, "
         f"{m['sources']['expression']} expression",
@@ -286,8 +290,9 @@ def summary(out: Path, m: dict, wall_s: float) -> str:
     for family, count in m["families"].items():
         programs = ", ".join(p for p in by_family[family] if p != "drums")
         lines.append(f"  {family:<22}{count:>8}" + (f"  ({programs})" if programs else ""))
-    held = m["heldout_pieces"]
-    lines.append(f"held-out pieces ({len(held)}): " + (", ".join(held) if held else "none"))
+    for split in HELDOUT_SPLITS:
+        held = m[f"{split}_pieces"]
+        lines.append(f"{split} pieces ({len(held)}): " + (", ".join(held) if held else "none"))
     return "\n".join(lines)
 
 

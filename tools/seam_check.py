@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if synth.family != "causal":
             raise LiveSynthError(f"{args.model}: not a causal model")
         rows = []
-        for path in piece_paths(args.dataset, "heldout")[: args.pieces]:
+        for path in piece_paths(args.dataset, "validation")[: args.pieces]:
             piece = read_piece(path)
             notes = apply_sustain(read_midi(piece.midi, name=piece.name))
             events, frames = NoteEvents.from_sequence(notes), song_frames(notes)

@@ -4,7 +4,12 @@ Layout (the contract; change it only together with its readers):
 
     DATASET/manifest.json        what made the dataset and what is in it (see tools/make_dataset.py)
     DATASET/train/NNNNN.npz      pieces training may read
-    DATASET/heldout/NNNNN.npz    pieces training never reads (evaluation only)
+    DATASET/validation/NNNNN.npz pieces training never reads; probes, early stopping and every choice (steps,
+                                 checkpoints, vocoders) are made on them
+    DATASET/test/NNNNN.npz       pieces nothing chooses on: only reported
+
+A piece's split is a seeded hash of its source *work* (`split_of`), not of the piece: pieces of one work (the
+movements of a cantata, the harmonisations of one chorale tune) land on one side together.
 
 Each piece file is an .npz archive (a zip of .npy arrays; `np.load(path, allow_pickle=False)` reads it) holding:
 
@@ -41,7 +46,8 @@ from live_synth.midi import Note, NoteSequence
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "validation", "test")
+HELDOUT_SPLITS = ("validation", "test")
 SOURCES = ("procedural", "music21", "sparse", "expression")
 NOTE_COLUMNS = ("start_s", "end_s", "pitch", "velocity", "program")
 AUDIO_SCALE = 32767.0  # int16 full scale: float audio = audio / AUDIO_SCALE
@@ -195,8 +201,59 @@ def write_manifest(dataset_dir: str | os.PathLike, manifest: dict) -> None:
         handle.write(text.encode("utf-8"))
 
 
+def split_of(work: str, seed: int, heldout_fraction: float) -> str:
+    """The split of every piece of a source work: a seeded hash of the work's key (`work_key`), so that adding pieces
+    to a dataset never moves the others. A `heldout_fraction` of works is held out, half of it for validation and
+    half for test."""
+    digest = hashlib.blake2b(f"{seed}:{work}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2.0**64
+    if u >= heldout_fraction:
+        return "train"
+    return "validation" if u < heldout_fraction / 2 else "test"
+
+
 def is_heldout(name: str, seed: int, fraction: float) -> bool:
-    """Whether a piece belongs to the held-out split: a seeded hash of its name, so that adding pieces to a dataset
-    never moves the others between splits."""
-    digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64 < fraction
+    """Whether a work is held out (validation or test) by `split_of`."""
+    return split_of(name, seed, fraction) != "train"
+
+
+MELODY_NOTES = 16  # how many notes of a corpus piece's first part identify its tune
+
+
+def work_key(name: str, midi: bytes | None = None) -> str:
+    """The source work a piece comes from. Generated pieces (procedural, sparse, expression) are each their own work.
+    A corpus piece's work is its tune: the intervals between the first `MELODY_NOTES` notes of its first part (the
+    soprano of a chorale), which are kept by the re-orchestration (programs, octave shifts, tempo) and shared by the
+    harmonisations of one chorale tune under different BWV numbers (music21's chorales carry no titles). Without
+    readable MIDI, its path without the movement number ("music21/bach/bwv66.6" -> "music21/bach/bwv66")."""
+    if not name.startswith("music21/"):
+        return name
+    intervals = _first_part_intervals(midi) if midi else None
+    if intervals:
+        return "music21-tune:" + ",".join(map(str, intervals))
+    head, _, stem = name.rpartition("/")
+    return f"{head}/{stem.split('.')[0]}"
+
+
+def _first_part_intervals(midi: bytes) -> list[int] | None:
+    import mido
+
+    try:
+        song = mido.MidiFile(file=io.BytesIO(midi))
+    except Exception:  # noqa: BLE001 - any unreadable file falls back to the name
+        return None
+    for track in song.tracks:
+        tick, pitches = 0, []
+        for message in track:
+            tick += message.time
+            if message.type == "note_on" and message.velocity > 0:
+                pitches.append((tick, -message.note))
+        if len(pitches) >= 2:
+            # One note per onset (the highest), then the intervals between consecutive notes.
+            onsets = sorted({t for t, _ in pitches})
+            highest: dict[int, int] = {}
+            for t, negative in pitches:
+                highest[t] = max(highest.get(t, -1), -negative)
+            top = [highest[t] for t in onsets][:MELODY_NOTES]
+            return [b - a for a, b in zip(top, top[1:])]
+    return None

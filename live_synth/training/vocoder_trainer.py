@@ -1,6 +1,6 @@
 """Training loop for the streaming vocoder (issue #3 item 4), CPU or CUDA, resumable in short chunks.
 
-Data: the pieces of `DATASET/train/` (`training.shards` layout: `audio` int16, 16 kHz mono); `DATASET/heldout/`
+Data: the pieces of `DATASET/train/` (`training.shards` layout: `audio` int16, 16 kHz mono); `DATASET/validation/`
 is only read for the validation metric (its first 8 pieces, up to 20 s each). Each example is a random crop of
 `crop_frames` frames. The model sees the real mel frames around the crop (`context_frames` before it, `lookahead` after it; silence before the start
 of a piece and after its end, which is what the audio holds there), so it is trained exactly as it streams, with no
@@ -371,7 +371,7 @@ def train(dataset: Path, out: Path, cfg: VocoderTrainConfig = VocoderTrainConfig
     pieces = load_split(dataset, "train")
     if not pieces:
         raise LiveSynthError(f"{dataset}: no training pieces in {Path(dataset) / 'train'}")
-    heldout = load_split(dataset, "heldout")[:8]
+    heldout = load_split(dataset, "validation")[:8]
     trainer = VocoderTrainer(model_cfg, cfg, pieces, device)
     seconds_before = 0.0
     if ckpt is not None:
