@@ -83,7 +83,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         mel = synth.render(song, progress=progress)
         bar.update(1000 - bar.n)
-    audio = vocoder(mel)
+    from live_synth.midi.events import NoteEvents
+
+    audio = vocoder(mel, events=NoteEvents.from_sequence(song))  # the excited vocoder is told the notes
     if chain is not None and not chain.empty:
         audio = chain.render(audio, SAMPLE_RATE)
     elapsed = time.perf_counter() - start

@@ -50,7 +50,7 @@ class MelVocoder:
     def __init__(self):
         self.state = (np.zeros(1, np.float32) - 11.5, 0)
 
-    def __call__(self, frames):
+    def __call__(self, frames, events=None):
         held, count = self.state
         means = np.concatenate([held, frames.mean(axis=1)])
         out = np.repeat(means[:-1], HOP).astype(np.float32) / 100 + count * 1e-6

@@ -498,8 +498,8 @@ class NeuralVocoder:
     def delay_samples(self) -> int:
         return self.model.delay_samples
 
-    def __call__(self, log_mel: np.ndarray) -> np.ndarray:
-        """Audio [T * 320] float32 for natural-log mel [T, 128]."""
+    def __call__(self, log_mel: np.ndarray, events=None) -> np.ndarray:
+        """Audio [T * 320] float32 for natural-log mel [T, 128] (mel only: `events` are ignored)."""
         from live_synth.audio.vocoders import _check_log_mel
 
         features = _check_log_mel(log_mel)

@@ -32,14 +32,15 @@ class Vocoder(Protocol):
 
     `sample_rate` is the output rate in Hz, `hop` the output samples per input frame, `name` a short label for logs.
     Calling it with a float array [T, 128] of unscaled log-mel (spec §1, values in [ln 1e-5, ~4]) returns a float32
-    mono array of exactly T * hop samples.
+    mono array of exactly T * hop samples. `events` (a `midi.events.NoteEvents` on the mel's clock, frame t at
+    t / 50 s) are the notes where the caller knows them: the excited vocoder is told them, the others ignore them.
     """
 
     sample_rate: int
     hop: int
     name: str
 
-    def __call__(self, log_mel: np.ndarray) -> np.ndarray: ...
+    def __call__(self, log_mel: np.ndarray, events=None) -> np.ndarray: ...
 
 
 def _check_log_mel(log_mel: np.ndarray) -> np.ndarray:
@@ -129,8 +130,8 @@ class GriffinLimVocoder:
         self.mel_inverse_iter = mel_inverse_iter
         self.name = f"{GRIFFIN_LIM}({n_iter} it)"
 
-    def __call__(self, log_mel: np.ndarray) -> np.ndarray:
-        """Audio [T * 320] float32 for natural-log mel [T, 128]."""
+    def __call__(self, log_mel: np.ndarray, events=None) -> np.ndarray:
+        """Audio [T * 320] float32 for natural-log mel [T, 128] (mel only: `events` are ignored)."""
         features = torch.from_numpy(_check_log_mel(log_mel))
         generator = torch.Generator().manual_seed(self.seed)
         with torch.inference_mode():
@@ -196,8 +197,8 @@ class OnnxVocoder:
         _check_onnx_signature(self._session, self.path)
         self.name = f"onnx:{self.path.name}"
 
-    def __call__(self, log_mel: np.ndarray) -> np.ndarray:
-        """Audio [T * 320] float32 for natural-log mel [T, 128]."""
+    def __call__(self, log_mel: np.ndarray, events=None) -> np.ndarray:
+        """Audio [T * 320] float32 for natural-log mel [T, 128] (mel only: `events` are ignored)."""
         features = _check_log_mel(log_mel)
         expected = features.shape[0] * self.hop
         if expected == 0:
@@ -217,7 +218,8 @@ class OnnxVocoder:
 
 def load_vocoder(spec: str | Path | None = None) -> Vocoder:
     """Vocoder for a CLI-style spec: None or "griffin-lim" -> `GriffinLimVocoder()`; a path to .onnx -> `OnnxVocoder`;
-    a folder holding vocoder.safetensors, or a .safetensors file -> the streaming `NeuralVocoder`.
+    a folder holding vocoder.safetensors, or a .safetensors file -> the excited vocoder (`excited_vocoder`) when its
+    config says so, else the mel-only streaming `NeuralVocoder`.
 
     Raises `LiveSynthError` for anything else, `CheckpointError` for an unusable weight file.
     """
@@ -229,7 +231,9 @@ def load_vocoder(spec: str | Path | None = None) -> Vocoder:
     from live_synth.audio.neural_vocoder import NeuralVocoder, is_vocoder_path  # imported here: a torch module
 
     if is_vocoder_path(path):
-        return NeuralVocoder(path)
+        from live_synth.audio.excited_vocoder import is_excited_path, load_excited
+
+        return load_excited(path) if is_excited_path(path) else NeuralVocoder(path)
     raise LiveSynthError(
         f"unknown vocoder {str(spec)!r}: use '{GRIFFIN_LIM}', an .onnx file, or a neural vocoder folder / .safetensors"
     )

@@ -59,13 +59,14 @@ def to_model_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return soxr.resample(np.asarray(samples, np.float32), sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
 
 
-def resynthesize(audio16k: np.ndarray, vocoder) -> tuple[np.ndarray, np.ndarray]:
+def resynthesize(audio16k: np.ndarray, vocoder, events=None) -> tuple[np.ndarray, np.ndarray]:
     """(the vocoder's rendering of `audio16k`'s log-mel, that log-mel): what a vocoder alone does to a sound. The
-    evaluation's vocoder-only row and `live-synth vocode` both go through here."""
+    evaluation's vocoder-only row and `live-synth vocode` both go through here. `events`: the notes the audio holds,
+    where known (the evaluation knows them; `vocode` of any audio does not)."""
     import torch
 
     from live_synth.audio.features import log_mel
 
     with torch.inference_mode():
         mel = log_mel(torch.from_numpy(np.ascontiguousarray(audio16k, np.float32))).numpy()
-    return vocoder(mel), mel
+    return vocoder(mel, events=events), mel

@@ -5,7 +5,8 @@ Each stream declares `delay_samples`: its output is the offline vocoding of the 
 - `GriffinLimStream`: the weight-free fallback. Griffin-Lim needs whole spectrograms, so each call re-vocodes the
   new frames with `context` frames before them and crossfades one held-back frame (20 ms) with its new rendering,
   which hides the phase jump at chunk boundaries; an approximation of offline Griffin-Lim, not equal to it.
-Both keep their state as values: `snapshot()` returns it and `restore(state)` puts it back, so the live loop can
+- `ExcitedStream` (in `audio.excited_vocoder`): the excited vocoder, told the notes (`events`) at every call.
+All keep their state as values: `snapshot()` returns it and `restore(state)` puts it back, so the live loop can
 rewind the vocoder to an earlier frame (rollback) for the cost of keeping a reference (the neural stream's `step`
 never modifies a state) or a small copy (Griffin-Lim's few frames).
 Thread: the generation worker only.
@@ -28,7 +29,7 @@ class NeuralStream:
         self.name = f"neural stream (delay {self.delay_samples} samples)"
 
     @torch.inference_mode()
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def __call__(self, frames: np.ndarray, events=None) -> np.ndarray:
         audio, self.state = self.model.step(torch.from_numpy(np.ascontiguousarray(frames, np.float32))[None],
                                             self.state)
         return audio[0].numpy()
@@ -51,7 +52,7 @@ class GriffinLimStream:
         self.fade_in, self.fade_out = ramp, 1.0 - ramp
         self.name = f"griffin-lim stream (context {context} frames, delay {HOP} samples)"
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def __call__(self, frames: np.ndarray, events=None) -> np.ndarray:
         n = len(frames)
         ctx = self.history[-self.context :]
         audio = self.vocoder(np.concatenate([ctx, frames]).astype(np.float32))
@@ -101,7 +102,7 @@ class OrtNeuralStream:
         self.delay_samples = int(model.delay_samples)
         self.name = f"neural stream, onnxruntime (delay {self.delay_samples} samples)"
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def __call__(self, frames: np.ndarray, events=None) -> np.ndarray:
         mel = np.ascontiguousarray(frames, np.float32)[None]
         out = self.session.run(self.outputs, dict(zip(self.inputs, (mel, *self.state))))
         self.state = tuple(out[1:])
@@ -116,7 +117,11 @@ class OrtNeuralStream:
 
 def streaming_vocoder(vocoder: Vocoder, engine: str = "torch"):
     """The live stream for a vocoder: exact streaming when it has one (in ONNX Runtime with `engine="onnx"`),
-    chunked Griffin-Lim otherwise."""
+    chunked Griffin-Lim otherwise. `events` passed to a stream's call are used by the excited vocoder only."""
+    from live_synth.audio.excited_vocoder import ExcitedStream, ExcitedVocoder
+
+    if isinstance(vocoder, ExcitedVocoder):
+        return ExcitedStream(vocoder, "onnx" if engine == "onnx" else "torch")
     if hasattr(getattr(vocoder, "model", vocoder), "initial_state"):
         return OrtNeuralStream(vocoder) if engine == "onnx" else NeuralStream(vocoder)
     if isinstance(vocoder, GriffinLimVocoder):

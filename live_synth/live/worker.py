@@ -283,7 +283,9 @@ class GenerationWorker(threading.Thread):
             self._records.append(_Record(stream.frame, self.vocode.snapshot(), self.feed.state, self.feed.position))
         self.notes.prune(stream.frame / FRAME_RATE)
         frames = stream.generate(self.notes)
-        self.feed.push(self.vocode(frames).astype(np.float32))
+        # The excited vocoder is told the notes (pitch and onset to the sample); the others take the mel alone.
+        events = self.notes.events() if getattr(self.vocode, "needs_notes", False) else None
+        self.feed.push(self.vocode(frames, events).astype(np.float32))
         self.stats.skipped_samples = self.feed.skipped_samples
         compute_ms = (time.perf_counter() - start) * 1e3
         self._account(compute_ms, len(frames) * 1000 / FRAME_RATE)
