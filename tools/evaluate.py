@@ -55,6 +55,7 @@ from live_synth.cli import warn  # noqa: E402
 from live_synth.constants import FRAME_RATE, HOP, LOG_MEL_MAX, LOG_MEL_MIN, N_MELS, SAMPLE_RATE  # noqa: E402
 from live_synth.errors import LiveSynthError  # noqa: E402
 from live_synth.midi import apply_sustain, read_midi  # noqa: E402
+from live_synth.midi.events import NoteEvents  # noqa: E402
 from live_synth.sampling.samplers import make_sampler  # noqa: E402
 from live_synth.synth import SynthOptions, load_synth, song_frames  # noqa: E402
 from live_synth.training.metrics import (  # noqa: E402  (Basic Pitch and mir_eval are imported on first use)
@@ -183,7 +184,7 @@ def render(stack: Stack, notes, frames: int, steps: int, seed: int) -> tuple[np.
     stack.synth.steps = steps
     start = time.perf_counter()
     mel = stack.synth.render(notes, seed=seed)[:frames]
-    audio = stack.vocoder(mel)
+    audio = stack.vocoder(mel, events=NoteEvents.from_sequence(notes))  # the excited vocoder is told the notes
     return mel, audio, time.perf_counter() - start
 
 
@@ -221,10 +222,12 @@ def evaluate_piece(stack: Stack, piece: Piece, step_counts: list[int]) -> tuple[
     """All numbers for one piece, and our mel at the first step count in `step_counts` (for the picture)."""
     reference = onset_f1(piece.notes, transcribe(piece.audio, SAMPLE_RATE))
     start = time.perf_counter()
-    vocoded, _ = resynthesize(piece.audio, stack.vocoder)  # what `live-synth vocode` does to the reference
+    notes, frames = song_of(piece)
+    # The reference mel through our vocoder, told the notes as `render` tells it (`vocode` of unknown audio is the
+    # mel-only case, which tools/evaluate_vocoder.py scores).
+    vocoded, _ = resynthesize(piece.audio, stack.vocoder, NoteEvents.from_sequence(notes))
     vocoder_seconds = time.perf_counter() - start
     vocoded_mel = log_mel(torch.from_numpy(vocoded)).numpy()
-    notes, frames = song_of(piece)
     renders, first_mel = {}, None
     for steps in step_counts:
         runs = []

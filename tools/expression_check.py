@@ -35,6 +35,7 @@ from live_synth.errors import LiveSynthError  # noqa: E402
 from live_synth.files import atomic_output  # noqa: E402
 from live_synth.provenance import machine, revision  # noqa: E402
 from live_synth.synth import SynthOptions, load_song, load_synth  # noqa: E402
+from live_synth.midi.events import NoteEvents  # noqa: E402
 
 
 def midi_file(program: int, notes: list[int], hold_s: float, events: list[tuple[float, mido.Message]],
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, midi in cases().items():
                 path = Path(tmp) / f"{name}.mid"
                 path.write_bytes(midi)
-                offline = vocoder(synth.render(load_song(str(path))))
+                song = load_song(str(path))
+                offline = vocoder(synth.render(song), events=NoteEvents.from_sequence(song))
                 results[name] = {
                     "fluidsynth": measure(name, renderer.render(midi), SAMPLE_RATE),
                     "offline": measure(name, offline, SAMPLE_RATE),

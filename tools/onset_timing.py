@@ -62,27 +62,53 @@ def timing(audio: np.ndarray, on_samples: list[int]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default")
+    parser.add_argument("--vocoder", help="a vocoder folder (default: the model's)")
     parser.add_argument("--notes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int)
+    parser.add_argument("--out", type=Path, help="write the table and its provenance as JSON here")
     args = parser.parse_args(argv)
+
+    from live_synth.audio.wav import resynthesize
+    from live_synth.midi.events import NoteEvents
 
     notes = schedule(args.notes, SAMPLE_RATE, 0.8, 0.35, start_s=0.5, seed=args.seed)
     on = [n.on_frame for n in notes]
     midi = schedule_midi(notes, SAMPLE_RATE)
+    song = read_midi(midi, name="onset-timing")
+    events = NoteEvents.from_sequence(song)
     synth = load_synth(args.model, SynthOptions(steps=args.steps))
-    mel = synth.render(read_midi(midi, name="onset-timing"))
-    ours = load_vocoder(synth.vocoder_path)(mel)
+    vocoder = load_vocoder(args.vocoder or synth.vocoder_path)
     reference = make_renderer("fluidsynth").render(midi)
+    systems = {
+        f"{args.model} + {vocoder.name} (offline, end to end)": vocoder(synth.render(song), events=events),
+        f"FluidSynth -> mel -> {vocoder.name} (vocoder only, told the notes)":
+            resynthesize(reference, vocoder, events)[0],
+        f"FluidSynth -> mel -> {vocoder.name} (vocoder only, mel alone)": resynthesize(reference, vocoder)[0],
+        "FluidSynth": reference,
+    }
     print("| synth | found | onset - note (mean) | sd | min | max | corr. with the note's phase in its 20 ms frame |")
     print("|---|---|---|---|---|---|---|")
-    for name, audio in ((f"{args.model} (offline)", ours), ("FluidSynth", reference)):
-        r = timing(np.asarray(audio, np.float32), on)
+    rows = {}
+    for name, audio in systems.items():
+        r = rows[name] = timing(np.asarray(audio, np.float32), on)
         if r["found"]:
             print(f"| {name} | {r['found']} / {r['of']} | {r['mean_ms']:.1f} ms | {r['sd_ms']:.1f} ms | "
                   f"{r['min_ms']:.1f} ms | {r['max_ms']:.1f} ms | {r['corr_with_frame_phase']:+.2f} |")
         else:
             print(f"| {name} | 0 / {r['of']} | | | | | |")
+    if args.out:
+        import json
+
+        from live_synth.files import atomic_output
+        from live_synth.provenance import machine, revision
+
+        report = {"command": "python tools/onset_timing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "revision": revision(), "machine": machine(),
+                  "rows": {k: {m: float(v) for m, v in r.items()} for k, r in rows.items()}}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(args.out) as handle:
+            handle.write(json.dumps(report, indent=2).encode())
     return 0
 
 
