@@ -97,13 +97,15 @@ def load_train_piece(path: Path) -> TrainPiece:
 
 
 class CropSampler:
-    """Random crops from `DATASET/train/*.npz` (the held-out split is never opened)."""
+    """Random crops from `DATASET/<split>/*.npz`: `train` for training, `validation` for the probe (the test split is
+    never opened)."""
 
-    def __init__(self, dataset: Path, crop: int, burn_in: int, slots: int, pieces: list[TrainPiece] | None = None):
+    def __init__(self, dataset: Path, crop: int, burn_in: int, slots: int, pieces: list[TrainPiece] | None = None,
+                 split: str = "train"):
         if pieces is None:
-            files = piece_paths(dataset, "train")
+            files = piece_paths(dataset, split)
             if not files:
-                raise LiveSynthError(f"{dataset}: no training pieces in {Path(dataset) / 'train'}")
+                raise LiveSynthError(f"{dataset}: no {split} pieces in {Path(dataset) / split}")
             pieces = [load_train_piece(f) for f in files]
         self.pieces, self.crop, self.burn_in, self.slots = pieces, crop, burn_in, slots
         lengths = np.array([len(p.mel) for p in pieces], np.float64)
@@ -301,7 +303,12 @@ def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig()
     for p in ema.parameters():
         p.requires_grad_(False)
     data = sampler or CropSampler(dataset, cfg.crop, cfg.burn_in, model_cfg.slots)
-    probe_batch = data.batch(np.random.default_rng([cfg.seed, 10**9]), min(cfg.batch_size, 16))
+    # The probe steers every stage (which run to continue, which to ship), so it runs on validation crops, never on
+    # training crops; a dataset without a validation split (tests' tiny ones) probes its training crops.
+    probe_data = data
+    if sampler is None and piece_paths(dataset, "validation"):
+        probe_data = CropSampler(dataset, cfg.crop, cfg.burn_in, model_cfg.slots, split="validation")
+    probe_batch = probe_data.batch(np.random.default_rng([cfg.seed, 10**9]), min(cfg.batch_size, 16))
     if precision not in ("bf16", "fp32"):
         raise LiveSynthError(f"precision must be bf16 or fp32, not {precision!r}")
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
