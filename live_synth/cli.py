@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from live_synth import __version__
-from live_synth.errors import LiveSynthError
+from live_synth.errors import DeviceLostError, LiveSynthError
 from live_synth.live.session import PlaySettings
 
 from live_synth.synth import (
@@ -183,7 +183,16 @@ def cmd_play(args: argparse.Namespace) -> int:
         seconds=args.seconds, threads=args.threads, in_process=args.in_process,
     )
     session = LiveSession(settings, log=lambda line: print(f"live-synth: {line}", file=sys.stderr))
-    report = session.run()
+    try:
+        report = session.run()
+    except LiveSynthError as exc:
+        # After the audio device (or the JACK server) has gone, PortAudio's exit handler can hang or abort
+        # (pa_jack.c asserts in Terminate): say it in one line and leave without it; the session has already stopped
+        # the generation process and written the recording.
+        print(f"live-synth: error: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1 if isinstance(exc, DeviceLostError) else 2)
     if args.report_json:
         import dataclasses
 

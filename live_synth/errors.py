@@ -19,3 +19,8 @@ class CheckpointError(LiveSynthError):
 
 class MissingDependencyError(LiveSynthError):
     """An optional package that a chosen feature needs is not installed."""
+
+
+class DeviceLostError(LiveSynthError):
+    """The audio device went away while playing (the JACK server died, an interface was unplugged): `play` says so
+    in one line and exits with status 1."""

@@ -153,6 +153,8 @@ class AudioOutput:
         self.underflows = 0  # PortAudio reported an output underflow (the callback or the host was late)
         self.callbacks = 0
         self.frames = 0
+        self.last_callback_ns = 0  # when the callback last ran (monotonic ns): a stream that stops calling is dead
+        self.lost = False  # `stop` found the stream no longer called back (the device or server had gone)
 
     def start(self, ring: SpscRing) -> None:
         """Open the stream on `ring` (1 channel, or as many as the stream) and start playing."""
@@ -168,6 +170,7 @@ class AudioOutput:
                 latency=self.latency,
                 callback=self._callback,
             )
+            self.last_callback_ns = time.monotonic_ns()
             self._stream.start()
         except sd.PortAudioError as error:
             self._stream = None
@@ -199,6 +202,7 @@ class AudioOutput:
         self.callbacks += 1
         self.frames += frames
         ring, now_ns = self._ring, time.monotonic_ns()  # the clock stamp the worker places notes by
+        self.last_callback_ns = now_ns
         if self._direct:
             ring.read_into(outdata, now_ns)
             return
@@ -218,12 +222,30 @@ class AudioOutput:
         """Seconds from a sample leaving the callback to the DAC, as PortAudio reports it (0 before start)."""
         return float(self._stream.latency) if self._stream is not None else 0.0
 
+    def stalled(self, after_s: float = 0.5) -> bool:
+        """True when a started stream's callback has not run for `after_s` seconds: the device or its server is gone
+        (a JACK server that died stops calling its clients; PortAudio reports nothing). A period is milliseconds."""
+        return self._stream is not None and time.monotonic_ns() - self.last_callback_ns > after_s * 1e9
+
     def stop(self) -> None:
-        """Stop and close the stream (control thread). Safe to call twice."""
+        """Stop and close the stream (control thread). Safe to call twice. A stalled stream is let go without
+        PortAudio's stop and close, which wait forever on a dead JACK server (a futex no signal interrupts)."""
         if self._stream is not None:
-            self._stream.stop()
-            self._stream.close()
+            if self._still_called(0.25):
+                self._stream.stop()
+                self._stream.close()
+            else:
+                self.lost = True
             self._stream = None
+
+    def _still_called(self, within_s: float) -> bool:
+        """Whether the callback runs again within `within_s` (a live stream calls back every period)."""
+        seen, deadline = self.last_callback_ns, time.monotonic() + within_s
+        while self.last_callback_ns == seen:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     close = stop
 

@@ -65,7 +65,7 @@ class LocalGeneration:
     def alive(self) -> bool:
         return self.generation.poll()
 
-    def finish(self) -> dict:
+    def finish(self, timeout_s: float = 60.0) -> dict:
         return self.generation.finish()
 
     def close(self) -> None:
@@ -181,15 +181,17 @@ class GenerationProcess:
         self._drain(0.0)
         return self.process.is_alive() and self.error is None and self.result is None
 
-    def finish(self) -> dict:
+    def finish(self, timeout_s: float = 60.0) -> dict:
+        """Tell the generation process to finish and wait up to `timeout_s` for its report (`close` kills it after
+        a short grace if it is still there: after a fault its MIDI client may hang on a dead server)."""
         self.stop_event.set()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout_s
         while self.result is None and self.error is None and time.monotonic() < deadline:
-            self._drain(0.1)
+            self._drain(0.05)
             if not self.process.is_alive():
                 self._drain(0.5)
                 break
-        self.process.join(timeout=10)
+        self.process.join(timeout=min(10.0, max(timeout_s - 0.5, 0.1)))
         if self.error:
             raise LiveSynthError(self.error)
         if self.result is None:
@@ -199,7 +201,7 @@ class GenerationProcess:
     def close(self) -> None:
         if self.process is not None and self.process.is_alive():
             self.stop_event.set()
-            self.process.join(timeout=5)
+            self.process.join(timeout=0.3)
             if self.process.is_alive():
                 self.process.kill()
                 self.process.join()

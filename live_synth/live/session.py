@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from live_synth.errors import LiveSynthError
+from live_synth.errors import DeviceLostError, LiveSynthError
 
 
 @dataclass(frozen=True)
@@ -223,16 +223,18 @@ class Generation:
             self.stats[STATS.index(name)] = value
 
     def finish(self) -> dict:
-        """Stop the worker, close MIDI, write the recording; the report's generation-side fields."""
+        """Stop the worker, write the recording, close MIDI; the report's generation-side fields. The recording is
+        closed first: after a fault (a dead JACK server) closing the MIDI client may never return, and the
+        recording must be valid up to the fault whatever happens after."""
         if self.worker is None:
             return {}
         self.worker.stop()
+        recorded = self.recorder.close() if self.recorder else None
         if not self.settings.midi_file:
             self.midi.close()
         self._publish()
         if self.worker.stats.error:
             raise LiveSynthError(f"generation stopped: {self.worker.stats.error}")
-        recorded = self.recorder.close() if self.recorder else None
         return {"tick_ms": [round(float(t), 3) for t in self.worker.stats.tick_ms],
                 "recorded": str(recorded) if recorded else None}
 
@@ -303,6 +305,7 @@ class LiveSession:
         restore = _stop_on_signals()
         latency: dict = {}
         stage = None
+        lost = None
         try:
             ring = side.start(capacity, audio.samplerate)
             self.log(f"audio out: {audio.device_name} ({audio.hostapi}, {audio.samplerate} Hz); Ctrl-C stops")
@@ -328,11 +331,22 @@ class LiveSession:
                 self._control_loop(side, audio, ring, start)
             except KeyboardInterrupt:
                 self.log("stopping")
+            except DeviceLostError as error:
+                lost = error
             finally:
-                audio.stop()
+                audio.stop()  # a stalled stream is let go, not stopped (see AudioOutput.stop)
+                if lost is None and audio.lost:  # stopped by a signal after the device had gone
+                    lost = DeviceLostError(f"the audio device {audio.device_name!r} ({audio.hostapi}) stopped: no "
+                                           "callback since before the stop (the JACK server died?)")
                 if stage is not None:
                     stage.stop()
                 restore()
+            if lost is not None:  # the generation side gets a moment to write the recording, then is killed
+                try:
+                    side.finish(timeout_s=0.8)
+                except LiveSynthError:
+                    pass
+                raise lost
             fields = side.finish()
             seconds = time.monotonic() - start
             stats = np.array(side.stats)  # copies: the shared memory goes away at close
@@ -356,6 +370,9 @@ class LiveSession:
         s = self.settings
         while side.alive():
             time.sleep(0.25)
+            if audio.stalled():
+                raise DeviceLostError(f"the audio device {audio.device_name!r} ({audio.hostapi}) stopped: no "
+                                      "callback for 0.5 s (the JACK server died or the interface is gone)")
             if s.seconds is not None and time.monotonic() - start >= s.seconds:
                 return
             if side.stats[STATS.index("finished")]:
