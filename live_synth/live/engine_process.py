@@ -3,7 +3,7 @@
 Shared memory block (created by the audio process, attached by the generation process):
   [0, 48)            the ring's six int64 counters (write index, read index, underruns, underrun samples, and the
                      consumer's clock stamp: read index and monotonic ns)
-  [48, 48 + 8 K)     K float64 counters named by `session.STATS` (ticks, late ticks, ready, start time, ...)
+  [48, 48 + 8 K)     K float64 counters named by `generation.STATS` (ticks, late ticks, ready, start time, ...)
   [.., + 4 cap)      the ring's float32 samples (mono)
 Only the generation process writes samples, the write index and the STATS (except `start_time`, which the audio
 process writes once before it sets `go`); only the audio callback writes the read index and underrun counters.
@@ -30,7 +30,7 @@ import numpy as np
 
 from live_synth.errors import LiveSynthError
 from live_synth.live.ring import COUNTERS, SpscRing, ring_capacity
-from live_synth.live.session import STATS, Generation, PlaySettings
+from live_synth.live.generation import STATS, Generation, PlaySettings
 
 _HEADER = 8 * COUNTERS
 

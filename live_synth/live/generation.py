@@ -1,0 +1,204 @@
+"""The generation side of `play`: its settings, the counters it publishes, and `Generation` (model, engine, MIDI
+input, worker, vocoder, resampler, recorder).
+
+Its own module so that the two sides of a session import it and not each other: `live/engine_process.py` runs a
+`Generation` in a spawned process, `live/session.py` (the audio process) reads the counters it publishes (`STATS`).
+Nothing here imports the audio process's code.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from live_synth.errors import LiveSynthError
+
+
+@dataclass(frozen=True)
+class PlaySettings:
+    model: str = "default"
+    midi_api: str | None = None
+    midi_in: str = "virtual"
+    midi_file: str | None = None
+    audio_out: str | None = None
+    steps: int | None = None  # None: the model's default_steps, else PLAY_STEPS
+    # Window family: hop 4 (80 ms) / lead 200 ms with its default model in torch: no ring underruns over 5 minutes
+    # of a dense MIDI file on the 2-core dev CPU (lead 100 had 47: single ticks take up to 155 ms), and about half
+    # the latency of hop 16 / lead 250 (BENCHMARKS.md). The causal family ticks one frame at a time and rolls back.
+    hop: int | None = None  # None: 4 frames for the window family, 1 for the causal family
+    sampler: str = "ddim"
+    strategy: str | None = None  # None: continuation for short-window models, inpaint for 256-frame ones
+    lead_ms: float | None = None  # None: 200 for the window family; delay + `ahead` frames for the causal family
+    ahead: int = 4  # causal family: speculative frames generated past the declared delay
+    delay_ms: float | None = None  # causal family: arrival -> heard (D); None: from the measured tick time
+    period: int = 256  # device frames per callback the ring's guard (2 periods) is sized for
+    fx: str | None = None  # an effects chain (live_synth/fx.py): a preset name or a TOML file
+    fx_blocks: int = 2  # periods the effects stage keeps processed ahead of the device
+    vocoder: str | None = None
+    record: str | None = None
+    seed: int = 0
+    engine: str = "auto"
+    device: str = "cpu"
+    dtype: str = "float32"
+    engine_dir: str | None = None  # exported engines' root (default: the user cache)
+    cuda_graph: bool = False
+    seconds: float | None = None  # stop after this long (tests, benchmarks)
+    threads: int = 0  # torch threads on the generation side (0: torch's default)
+    in_process: bool = False  # generation in a thread of this process instead of its own process
+
+
+# Counters the generation side publishes (floats in a small array; in shared memory across processes).
+STATS = ("ticks", "late_ticks", "steps", "last_tick_ms", "active_notes", "late_events", "late_ms_max",
+         "midi_received", "midi_dropped", "ready", "start_time", "finished", "port_lost", "rollbacks", "frames_regenerated",
+         "coalesced", "deferred", "skipped_samples", "delay_ms", "lead_ms", "vocoder_ms", "resampler_ms",
+         "guard_ms", "fx_ms", "parent_pid")
+
+
+class Generation:
+    """The generation side of a session: model, engine, MIDI input, worker, vocoder, resampler, recorder.
+
+    Runs in the generation process (or, with `in_process`, in the audio process's threads). `prepare` does all the
+    heavy start-up and pre-fills `ring`; `go(start_time)` starts the worker; `poll` watches the MIDI port and
+    publishes counters into `stats`; `finish` stops and returns the report's fields.
+    """
+
+    def __init__(self, settings: PlaySettings, log=print):
+        import torch
+
+        from live_synth.audio import load_vocoder
+        from live_synth.live.vocode import streaming_vocoder
+        from live_synth.synth import SynthOptions, check_engine_available, load_synth
+
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.settings, self.log = settings, log
+        check_engine_available(settings.engine)
+        self.synth = load_synth(settings.model, SynthOptions(
+            engine=settings.engine, device=settings.device, dtype=settings.dtype, engine_dir=settings.engine_dir,
+            cuda_graph=settings.cuda_graph, steps=settings.steps, seed=settings.seed))
+        for line in self.synth.warnings:
+            log(f"warning: {line}")
+        causal = self.synth.family == "causal"
+        hop = settings.hop or (1 if causal else 4)
+        self.stream = self.synth.live_stream(hop, settings.strategy, settings.sampler)
+        self.vocoder = streaming_vocoder(load_vocoder(settings.vocoder or self.synth.vocoder_path),
+                                         engine=self.synth.engine.name)
+        log(f"model {self.synth.source} ({self.synth.family} family, hop {hop} frame(s) = {hop * 20} ms, "
+            f"{self.stream.steps} steps, engine {self.synth.engine.name}), vocoder {self.vocoder.name}")
+        self.worker = self.midi = self.recorder = None
+        self._last_port_check = 0.0
+
+    def prepare(self, ring, samplerate: int, stats) -> None:
+        from live_synth.live.audio_out import OutputFeed, Recorder, Resampler
+        from live_synth.live.midi_file import MidiFileSource
+        from live_synth.live.midi_in import MidiInput
+        from live_synth.live.worker import GenerationWorker
+
+        s = self.settings
+        # Python's default 5 ms switch interval lets one thread keep the GIL that long; the worker's MIDI callback
+        # (and, in-process, the audio callback) should not wait that long for it.
+        sys.setswitchinterval(0.001)
+        self.synth.warm_up()
+        self.stats = stats
+        ring.guard = 2 * s.period
+        self.recorder = Recorder(Path(s.record), samplerate) if s.record else None
+        feed = OutputFeed(ring, Resampler(samplerate), self.recorder)
+        self.midi = MidiFileSource(s.midi_file) if s.midi_file else MidiInput(s.midi_api)
+        if not s.midi_file:
+            port = self.midi.open(s.midi_in)
+            self.log(f"MIDI in: {port} ({self.midi.api})")
+        self.worker = GenerationWorker(self.stream, self.midi, self.vocoder, feed)
+        # Pre-fill (the sound of silence, before going live), timing the ticks: the causal family's declared delay
+        # is sized from them.
+        lead_s = (s.lead_ms or 200.0) / 1000
+        worker = self.worker
+        while True:
+            worker.tick()
+            if self.stream.can_rewind and worker.stats.ticks >= 100:
+                break
+            if not self.stream.can_rewind and ring.available() >= lead_s * samplerate:
+                break
+        self._size(ring, samplerate, feed)
+        while ring.available() < worker.lead_s * samplerate:
+            worker.tick()
+        self._publish()
+        stats[STATS.index("ready")] = 1
+
+    def _size(self, ring, rate: int, feed) -> None:
+        """Declared delay and lead (causal family: from the pre-fill's tick times) and the latency's parts."""
+        s, worker = self.settings, self.worker
+        vocoder_ms = 1000 * getattr(self.vocoder, "delay_samples", 0) / 16000
+        resampler_ms = 1000 * feed.resampler.delay / rate
+        guard_ms = 1000 * ring.guard / rate
+        if self.stream.can_rewind:
+            ticks = np.array(list(worker.stats.tick_ms)[20:] or [0.0])
+            p99 = float(np.percentile(ticks, 99))
+            # the guard, then the frames from a note's first frame to its audio (feature + vocoder look-ahead) at
+            # the tick's p99, then one more tick for the worker to wake up in the middle of one, and 2 ms
+            frames = self.stream.lookahead_frames() + worker.timing.vocoder_frames + 1
+            delay_ms = s.delay_ms if s.delay_ms is not None else guard_ms + frames * p99 + 2.0
+            lead_ms = s.lead_ms if s.lead_ms is not None else delay_ms + s.ahead * 20.0
+            self.log(f"measured tick p99 {p99:.1f} ms over {len(ticks)} pre-fill ticks")
+        else:
+            delay_ms = None
+            lead_ms = s.lead_ms or 200.0
+        # An effects stage consumes the generation ring `fx_blocks` periods ahead of the device: what it has read
+        # is final, so a note must land that much later to be rolled back into.
+        fx_ms = 1000 * s.fx_blocks * s.period / rate if s.fx and s.fx != "none" else 0.0
+        if delay_ms is not None:
+            delay_ms += fx_ms
+        worker.lead_s = (lead_ms + fx_ms) / 1000
+        worker.delay_s = (delay_ms or 0.0) / 1000
+        for name, value in (("delay_ms", delay_ms or 0.0), ("lead_ms", lead_ms), ("vocoder_ms", vocoder_ms),
+                            ("resampler_ms", resampler_ms), ("guard_ms", guard_ms), ("fx_ms", fx_ms)):
+            self.stats[STATS.index(name)] = value
+        worker.stats.tick_ms.clear()
+        worker.stats.ticks = worker.stats.late_ticks = 0
+
+    def go(self, start_time: float) -> None:
+        self.worker.start_time = start_time
+        self.worker.start()
+
+    def poll(self) -> bool:
+        """Publish counters, watch the MIDI port; False once the worker has stopped (or died)."""
+        s, now = self.settings, time.monotonic()
+        if s.midi_file and self.midi.finished and now - (self.midi.start or now) > self.midi.duration + 2.0:
+            self.stats[STATS.index("finished")] = 1
+        if not s.midi_file and now - self._last_port_check > 1.0:
+            self._last_port_check = now
+            if not self.stats[STATS.index("port_lost")] and not self.midi.is_alive():
+                self.stats[STATS.index("port_lost")] = 1
+                self.worker.release_all.set()
+                self.log(f"MIDI port {self.midi.port_name!r} vanished: all notes released, still playing")
+        self._publish()
+        return self.worker.is_alive()
+
+    def _publish(self) -> None:
+        st, midi = self.worker.stats, self.midi
+        values = {"ticks": st.ticks, "late_ticks": st.late_ticks, "steps": st.steps, "last_tick_ms": st.last_tick_ms,
+                  "active_notes": st.active_notes, "late_events": st.late_events,
+                  "midi_received": midi.received, "midi_dropped": getattr(midi, "dropped", 0),
+                  "rollbacks": st.rollbacks, "frames_regenerated": st.frames_regenerated, "coalesced": st.coalesced,
+                  "deferred": st.deferred, "skipped_samples": st.skipped_samples, "late_ms_max": st.late_ms_max}
+        for name, value in values.items():
+            self.stats[STATS.index(name)] = value
+
+    def finish(self) -> dict:
+        """Stop the worker, write the recording, close MIDI; the report's generation-side fields. The recording is
+        closed first: after a fault (a dead JACK server) closing the MIDI client may never return, and the
+        recording must be valid up to the fault whatever happens after."""
+        if self.worker is None:
+            return {}
+        self.worker.stop()
+        recorded = self.recorder.close() if self.recorder else None
+        if not self.settings.midi_file:
+            self.midi.close()
+        self._publish()
+        if self.worker.stats.error:
+            raise LiveSynthError(f"generation stopped: {self.worker.stats.error}")
+        return {"tick_ms": [round(float(t), 3) for t in self.worker.stats.tick_ms],
+                "recorded": str(recorded) if recorded else None}
