@@ -167,10 +167,11 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 def cmd_play(args: argparse.Namespace) -> int:
     from live_synth.live.session import LiveSession
 
+    chain = None
     if args.fx:
         from live_synth.fx import load_chain
 
-        load_chain(args.fx)  # a bad chain is one line, before anything starts
+        chain = load_chain(args.fx)  # a bad chain is one line, before anything starts; the session keeps it
     if args.record:
         check_output_folder(args.record)
     check_output_folder(args.report_json)
@@ -182,7 +183,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype, engine_dir=args.engine_dir, cuda_graph=args.cuda_graph,
         seconds=args.seconds, threads=args.threads, in_process=args.in_process,
     )
-    session = LiveSession(settings, log=lambda line: print(f"live-synth: {line}", file=sys.stderr))
+    session = LiveSession(settings, log=lambda line: print(f"live-synth: {line}", file=sys.stderr), chain=chain)
     try:
         report = session.run()
     except LiveSynthError as exc:

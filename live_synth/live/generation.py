@@ -38,6 +38,7 @@ class PlaySettings:
     period: int = 256  # device frames per callback the ring's guard (2 periods) is sized for
     fx: str | None = None  # an effects chain (live_synth/fx.py): a preset name or a TOML file
     fx_blocks: int = 2  # periods the effects stage keeps processed ahead of the device
+    fx_stage: bool = False  # the loaded chain holds an effect (set by `LiveSession`; `fx` alone may be an empty chain)
     vocoder: str | None = None
     record: str | None = None
     seed: int = 0
@@ -56,6 +57,12 @@ STATS = ("ticks", "late_ticks", "steps", "last_tick_ms", "active_notes", "late_e
          "midi_received", "midi_dropped", "ready", "start_time", "finished", "port_lost", "rollbacks", "frames_regenerated",
          "coalesced", "deferred", "skipped_samples", "delay_ms", "lead_ms", "vocoder_ms", "resampler_ms",
          "guard_ms", "fx_ms", "parent_pid")
+
+
+def effects_stage_ms(settings: PlaySettings, rate: int) -> float:
+    """The effects stage's buffer (ms) that the declared delay must hold: `fx_blocks` periods, only when the chain
+    holds an effect (with none, `play` runs no stage and the device reads the generation ring directly)."""
+    return 1000 * settings.fx_blocks * settings.period / rate if settings.fx_stage else 0.0
 
 
 class Generation:
@@ -148,7 +155,7 @@ class Generation:
             lead_ms = s.lead_ms or 200.0
         # An effects stage consumes the generation ring `fx_blocks` periods ahead of the device: what it has read
         # is final, so a note must land that much later to be rolled back into.
-        fx_ms = 1000 * s.fx_blocks * s.period / rate if s.fx and s.fx != "none" else 0.0
+        fx_ms = effects_stage_ms(s, rate)
         if delay_ms is not None:
             delay_ms += fx_ms
         worker.lead_s = (lead_ms + fx_ms) / 1000

@@ -100,9 +100,19 @@ def _stop_on_signals():
 
 
 class LiveSession:
-    def __init__(self, settings: PlaySettings, log=print):
-        self.settings, self.log = settings, log
-        self.generation = Generation(settings, log) if settings.in_process else None
+    def __init__(self, settings: PlaySettings, log=print, chain=None):
+        """`chain`: the effects chain of `settings.fx` if the caller has loaded it already (the CLI does, to refuse a
+        bad chain before anything starts); it is loaded once, here otherwise. A chain without effects runs no stage
+        and declares no stage latency (`settings.fx_stage`)."""
+        from dataclasses import replace
+
+        if chain is None and settings.fx:
+            from live_synth.fx import load_chain
+
+            chain = load_chain(settings.fx)
+        self.chain = None if chain is None or chain.empty else chain
+        self.settings, self.log = replace(settings, fx_stage=self.chain is not None), log
+        self.generation = Generation(self.settings, log) if settings.in_process else None
 
     def run(self) -> PlayReport:
         import numpy as np
@@ -110,13 +120,7 @@ class LiveSession:
         from live_synth.live.audio_out import AudioOutput
         from live_synth.live.engine_process import GenerationProcess, LocalGeneration
 
-        s = self.settings
-        chain = None
-        if s.fx:
-            from live_synth.fx import load_chain
-
-            chain = load_chain(s.fx)
-            chain = None if chain.empty else chain
+        s, chain = self.settings, self.chain
         audio = AudioOutput(s.audio_out)
         capacity = int(audio.samplerate * max(2.0, 4 * (s.lead_ms or 200.0) / 1000))
         side = LocalGeneration(self.generation) if s.in_process else GenerationProcess(s, self.log)
