@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from live_synth.errors import LiveSynthError
+from live_synth.live.delay import DelayPolicy
+from live_synth.live.priority import compute_threads, lower_threads, thread_ids
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ class PlaySettings:
     engine_dir: str | None = None  # exported engines' root (default: the user cache)
     cuda_graph: bool = False
     seconds: float | None = None  # stop after this long (tests, benchmarks)
-    threads: int = 0  # torch threads on the generation side (0: torch's default)
+    threads: int = 0  # intra-op threads (torch, ONNX Runtime) on the generation side (0: all cores but one)
+    nice: int = 10  # the generation process's compute threads: this nice value and SCHED_BATCH (0: leave them be)
     in_process: bool = False  # generation in a thread of this process instead of its own process
 
 
@@ -56,7 +59,13 @@ class PlaySettings:
 STATS = ("ticks", "late_ticks", "steps", "last_tick_ms", "active_notes", "late_events", "late_ms_max",
          "midi_received", "midi_dropped", "ready", "start_time", "finished", "port_lost", "rollbacks", "frames_regenerated",
          "coalesced", "deferred", "skipped_samples", "delay_ms", "lead_ms", "vocoder_ms", "resampler_ms",
-         "guard_ms", "fx_ms", "parent_pid")
+         "guard_ms", "fx_ms", "parent_pid", "delay_changes")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def effects_stage_ms(settings: PlaySettings, rate: int) -> float:
@@ -80,8 +89,9 @@ class Generation:
         from live_synth.live.vocode import streaming_vocoder
         from live_synth.synth import SynthOptions, check_engine_available, load_synth
 
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
+        # ONNX Runtime's sessions take torch's thread count (engines/ort_frame.py, live/vocode.py): one core is
+        # left to the audio side, whose threads must run within every JACK period (live/priority.py)
+        torch.set_num_threads(settings.threads or compute_threads())
         self.settings, self.log = settings, log
         check_engine_available(settings.engine)
         self.synth = load_synth(settings.model, SynthOptions(
@@ -114,10 +124,16 @@ class Generation:
         ring.guard = 2 * s.period
         self.recorder = Recorder(Path(s.record), samplerate) if s.record else None
         feed = OutputFeed(ring, Resampler(samplerate), self.recorder)
+        before = thread_ids()
         self.midi = MidiFileSource(s.midi_file) if s.midi_file else MidiInput(s.midi_api)
         if not s.midi_file:
             port = self.midi.open(s.midi_in)
             self.log(f"MIDI in: {port} ({self.midi.api})")
+        if s.nice and not s.in_process:  # before the pre-fill: D is sized from ticks at the priority they run at
+            midi_threads = thread_ids() - before  # a JACK MIDI client's: the graph waits for them every cycle
+            line = lower_threads(s.nice, exclude=midi_threads)
+            self.log(line or f"generation: {torch_threads()} compute thread(s) at nice {s.nice}, SCHED_BATCH; "
+                     f"{len(midi_threads)} MIDI thread(s) left as they were")
         self.worker = GenerationWorker(self.stream, self.midi, self.vocoder, feed)
         # Pre-fill (the sound of silence, before going live), timing the ticks: the causal family's declared delay
         # is sized from them.
@@ -160,6 +176,8 @@ class Generation:
             delay_ms += fx_ms
         worker.lead_s = (lead_ms + fx_ms) / 1000
         worker.delay_s = (delay_ms or 0.0) / 1000
+        if self.stream.can_rewind and s.delay_ms is None:  # D grows with the ticks measured while playing
+            worker.delay_policy = DelayPolicy(delay_ms, base_ms=guard_ms + 2.0 + fx_ms, frames=frames)
         for name, value in (("delay_ms", delay_ms or 0.0), ("lead_ms", lead_ms), ("vocoder_ms", vocoder_ms),
                             ("resampler_ms", resampler_ms), ("guard_ms", guard_ms), ("fx_ms", fx_ms)):
             self.stats[STATS.index(name)] = value
@@ -191,6 +209,9 @@ class Generation:
                   "midi_received": midi.received, "midi_dropped": getattr(midi, "dropped", 0),
                   "rollbacks": st.rollbacks, "frames_regenerated": st.frames_regenerated, "coalesced": st.coalesced,
                   "deferred": st.deferred, "skipped_samples": st.skipped_samples, "late_ms_max": st.late_ms_max}
+        if self.worker.delay_policy is not None:  # the D in force (it grows only in silence: live/delay.py)
+            values["delay_ms"] = self.worker.delay_policy.delay_ms
+            values["delay_changes"] = self.worker.delay_policy.changes
         for name, value in values.items():
             self.stats[STATS.index(name)] = value
 

@@ -144,6 +144,7 @@ class GenerationWorker(threading.Thread):
         self._recent_ms: deque[float] = deque(maxlen=100)  # the last ticks, for the rollback deadline
         self._deadline_s = 0.0
         self._origins: deque[tuple[float, float]] = deque()  # (stamp time, origin): see `origin`
+        self.delay_policy = None  # a `live.delay.DelayPolicy`: D sized from the ticks while playing (`_declare`)
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -158,6 +159,8 @@ class GenerationWorker(threading.Thread):
         while not self.stop_event.is_set():
             self.origin()  # sample the consumer's clock stamp every pass (see `origin`)
             self.apply_midi()
+            if self.delay_policy is not None:
+                self._declare()
             ahead = self.ahead_s()
             if ahead < self.lead_s:
                 self.tick()
@@ -202,6 +205,17 @@ class GenerationWorker(threading.Thread):
                 window.popleft()
         return window[0][1]
 
+    def _declare(self) -> None:
+        """Adopt a larger declared delay D (and the lead with it) if the policy asks for one, only while no note is
+        sounding: a note-off is then placed with the same D as its note-on (live/delay.py)."""
+        if self.notes.sounding():
+            return
+        delay_ms = self.delay_policy.at_silence(self.clock())
+        if delay_ms is not None:
+            grown = delay_ms / 1e3 - self.delay_s
+            self.delay_s += grown
+            self.lead_s += grown
+
     # -- MIDI --------------------------------------------------------------------------------------------------------
     def apply_midi(self) -> None:
         events = self.midi.drain()
@@ -231,6 +245,8 @@ class GenerationWorker(threading.Thread):
         floor = self.ring.read_index + self.ring.guard + self._deadline_s * self.rate
         if target < floor:
             self.stats.late_ms_max = max(self.stats.late_ms_max, 1e3 * (floor - target) / self.rate)
+            if self.delay_policy is not None:
+                self.delay_policy.late(1e3 * (floor - target) / self.rate)
         return self.timing.time_at(max(target, floor)), target < floor
 
     def _rollback_events(self, events) -> None:
@@ -293,6 +309,8 @@ class GenerationWorker(threading.Thread):
         # audible output (feature look-ahead + vocoder look-ahead), each at a slow recent tick (the 90th
         # percentile: `play` sizes the declared delay with the pre-fill's 99th, so this stays below it).
         self._recent_ms.append(compute_ms)
+        if self.delay_policy is not None:
+            self.delay_policy.observe(compute_ms)
         slow = sorted(self._recent_ms)[int(0.9 * (len(self._recent_ms) - 1))]
         self._deadline_s = (stream.lookahead_frames() + self.timing.vocoder_frames) * slow / 1e3
 
