@@ -181,12 +181,22 @@ def cmd_play(args: argparse.Namespace) -> int:
         lead_ms=args.lead_ms, ahead=args.ahead, delay_ms=args.delay_ms, period=args.period, fx=args.fx,
         vocoder=args.vocoder, record=args.record, seed=args.seed, engine=args.engine,
         device=args.device, dtype=args.dtype, engine_dir=args.engine_dir, cuda_graph=args.cuda_graph,
-        seconds=args.seconds, threads=args.threads, in_process=args.in_process,
+        seconds=args.seconds, threads=args.threads, nice=args.nice, in_process=args.in_process,
     )
-    session = LiveSession(settings, log=lambda line: print(f"live-synth: {line}", file=sys.stderr), chain=chain)
+    log = lambda line: print(f"live-synth: {line}", file=sys.stderr)  # noqa: E731
+    page = None
+    if args.web_token is not None and args.web is None:
+        raise LiveSynthError("--web-token needs --web")
+    if args.web is not None:  # bound before the model loads: a taken port is one line, at once
+        from live_synth.web.server import start_page, stop_page
+
+        settings, page = start_page(settings, args.web, args.web_token, log)
+    session = LiveSession(settings, log=log, chain=chain, page=page)
     try:
         report = session.run()
     except LiveSynthError as exc:
+        if page is not None:
+            stop_page(page)
         # After the audio device (or the JACK server) has gone, PortAudio's exit handler can hang or abort
         # (pa_jack.c asserts in Terminate): say it in one line and leave without it; the session has already stopped
         # the generation process and written the recording.
@@ -194,6 +204,9 @@ def cmd_play(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1 if isinstance(exc, DeviceLostError) else 2)
+    finally:
+        if page is not None:
+            stop_page(page)
     if args.report_json:
         import dataclasses
 
@@ -207,9 +220,18 @@ def cmd_play(args: argparse.Namespace) -> int:
           f"device underflows {report.underflows}, MIDI received {report.midi_received} / dropped "
           f"{report.midi_dropped}, rollbacks {report.rollbacks} ({report.frames_regenerated} frames regenerated, "
           f"{report.coalesced} events coalesced, {report.deferred} deferred), late events {report.late_events} "
-          f"(by up to {report.late_ms_max:.1f} ms)"
+          f"(by up to {report.late_ms_max:.1f} ms), declared delay {report.delay_ms:.1f} ms ({report.delay_changes} "
+          f"change(s)); audio callback {_callback_line(report.callback)}"
+          + (f", JACK server xruns {report.server_xruns}" if report.server_xruns is not None else "")
           + (f"; recorded {report.recorded}" if report.recorded else ""), file=sys.stderr)
     return 0
+
+
+def _callback_line(callback: dict) -> str:
+    if not callback.get("callbacks"):
+        return "never ran"
+    return (f"p50 {callback['p50_ms']:.3f} / p99 {callback['p99_ms']:.3f} / max {callback['max_ms']:.2f} ms of a "
+            f"{callback['period_ms']:.2f} ms period (longest gap {callback['gap_max_ms']:.1f} ms)")
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -383,8 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--fx", help="effects chain: hall, room, none, or a TOML file (see live_synth/fx.py)")
     play.add_argument("--seed", type=int, default=0)
     add_engine_args(play)
-    play.add_argument("--threads", type=int, default=0)
+    play.add_argument("--threads", type=int, default=0,
+                      help="generation's intra-op threads (torch, ONNX Runtime; 0: all cores but one)")
+    play.add_argument("--nice", type=int, default=PlaySettings.nice,
+                      help="nice value (and SCHED_BATCH) of the generation process's compute threads, so that the "
+                           "audio graph's threads come first (0: leave them be)")
     play.add_argument("--seconds", type=float, help="stop after this many seconds")
+    play.add_argument("--web", nargs="?", const="127.0.0.1:8765", metavar="[HOST:]PORT",
+                      help="also serve a page (spectrogram, stats, a keyboard) on this address (default "
+                      "127.0.0.1:8765; loopback unless a host is named; needs the web extra)")
+    play.add_argument("--web-token", help="the page and its socket require ?token=TOKEN (printed in the URL)")
     play.add_argument("--in-process", action="store_true",
                       help="generate in a thread of the audio process (default: its own process; see BENCHMARKS.md)")
     play.add_argument("--report-json", help="write the session's counters and every tick's compute time as JSON")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,9 @@ def set_jack_client_name(name: str) -> bool:
     return True
 
 
+DURATIONS = 1 << 16  # callbacks whose durations are kept (5.8 minutes of 256-frame periods at 48 kHz)
+
+
 # --- the consumer: a PortAudio stream --------------------------------------------------------------------------------
 class AudioOutput:
     """A PortAudio output stream that plays an `SpscRing` (control thread: construct, start, stop, close).
@@ -154,6 +158,10 @@ class AudioOutput:
         self.callbacks = 0
         self.frames = 0
         self.last_callback_ns = 0  # when the callback last ran (monotonic ns): a stream that stops calling is dead
+        self.thread_id = 0  # the callback thread's native id, for its scheduling priority (live/priority.py)
+        self.durations_ns = np.zeros(DURATIONS, np.int64)  # the last callbacks' own durations, by callback count
+        self.duration_ns_max = 0
+        self.gap_ns_max = 0  # the longest time from one callback's start to the next's (an xrun, a GIL wait)
         self.lost = False  # `stop` found the stream no longer called back (the device or server had gone)
 
     def start(self, ring: SpscRing) -> None:
@@ -195,23 +203,46 @@ class AudioOutput:
           stream; "Any way to tell which of these occurred?"), whichever client or the driver's own timer was
           late: there it counts server xruns, not our lateness; the ring's underruns count ours;
         - Python callbacks hold the GIL: a worker that keeps the GIL for longer than the period delays this
-          callback (tools/bench_callback.py measures that).
+          callback (tools/bench_callback.py measures that);
+        - it times itself: its own duration goes into a preallocated array (`callback_stats`: p50 / p99 / max
+          against the period), the longest gap between two starts is kept (a skipped cycle, a wait for the GIL
+          before this function was entered), and the first call records its thread id (`play` asks for real-time
+          priority for that thread, live/priority.py).
         """
+        ring, now_ns = self._ring, time.monotonic_ns()  # the clock stamp the worker places notes by
         if status.output_underflow:
             self.underflows += 1
-        self.callbacks += 1
-        self.frames += frames
-        ring, now_ns = self._ring, time.monotonic_ns()  # the clock stamp the worker places notes by
+        if self.callbacks:
+            self.gap_ns_max = max(self.gap_ns_max, now_ns - self.last_callback_ns)
+        else:
+            self.thread_id = threading.get_native_id()
         self.last_callback_ns = now_ns
         if self._direct:
             ring.read_into(outdata, now_ns)
-            return
-        scratch, done = self._scratch, 0
-        while done < frames:  # one pass unless the host asks for more than max_frames
-            n = min(frames - done, len(scratch))
-            ring.read_into(scratch[:n], now_ns if done == 0 else 0)
-            outdata[done : done + n] = scratch[:n]
-            done += n
+        else:
+            scratch, done = self._scratch, 0
+            while done < frames:  # one pass unless the host asks for more than max_frames
+                n = min(frames - done, len(scratch))
+                ring.read_into(scratch[:n], now_ns if done == 0 else 0)
+                outdata[done : done + n] = scratch[:n]
+                done += n
+        took = time.monotonic_ns() - now_ns
+        self.durations_ns[self.callbacks & (DURATIONS - 1)] = took
+        self.duration_ns_max = max(self.duration_ns_max, took)
+        self.callbacks += 1
+        self.frames += frames
+
+    def callback_stats(self) -> dict:
+        """The callback's own duration (ms: p50, p99 over the last `DURATIONS` callbacks, max over all) against the
+        period it must fit in, and the longest gap between two callbacks (control thread, any time)."""
+        n = min(self.callbacks, DURATIONS)
+        if not n:
+            return {"callbacks": 0}
+        took = self.durations_ns[:n] / 1e6
+        period_ms = 1e3 * self.frames / self.callbacks / self.samplerate
+        return {"callbacks": self.callbacks, "period_ms": round(period_ms, 3),
+                "p50_ms": round(float(np.percentile(took, 50)), 4), "p99_ms": round(float(np.percentile(took, 99)), 4),
+                "max_ms": round(self.duration_ns_max / 1e6, 4), "gap_max_ms": round(self.gap_ns_max / 1e6, 3)}
 
     @property
     def active(self) -> bool:
@@ -254,6 +285,44 @@ class AudioOutput:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class JackXruns:
+    """Counts the JACK server's xruns (any client late, or the driver) and notices its shutdown at once, through a
+    client of its own with no process callback: such a client is not in the graph, so it costs the graph nothing.
+
+    Control thread: `open`, read `count` / `shutdown`, `close`. `open` returns None where the output is not JACK
+    or JACK-Client is missing. After a shutdown `close` does nothing: libjack's close waits forever on a dead server.
+    """
+
+    def __init__(self, client):
+        self.client, self.count, self.shutdown = client, 0, ""
+        client.set_xrun_callback(self._xrun)
+        client.set_shutdown_callback(self._shutdown)
+        client.activate()
+
+    @classmethod
+    def open(cls, hostapi: str, name: str = "live-synth-xruns") -> JackXruns | None:
+        if "JACK" not in hostapi:
+            return None
+        try:
+            import jack
+
+            return cls(jack.Client(name, no_start_server=True))
+        except Exception:  # no JACK-Client, no libjack, no server: the count is simply not there
+            return None
+
+    def _xrun(self, delay_us: float) -> None:  # libjack's notification thread
+        self.count += 1
+
+    def _shutdown(self, status, reason: str) -> None:  # libjack's thread, when the server goes away
+        self.shutdown = reason or "the server shut down"
+
+    def close(self, server_alive: bool = True) -> None:
+        if self.client is not None and server_alive and not self.shutdown:
+            self.client.deactivate()
+            self.client.close()
+        self.client = None
 
 
 # --- the producer side ---------------------------------------------------------------------------------------------

@@ -55,6 +55,11 @@ class PlayReport:
     deferred: int = 0
     latency: dict = field(default_factory=dict)  # the expected latency and its parts (ms), as `play` printed it
     late_ms_max: float = 0.0  # the most a late event was moved
+    callback: dict = field(default_factory=dict)  # the audio callback's duration (ms) against the period
+    server_xruns: int | None = None  # the JACK server's xruns while playing (None: not JACK)
+    audio_priority: str = ""  # the audio callback thread's scheduling, or why it has no real-time priority
+    delay_ms: float = 0.0  # the declared delay D at the end (it may grow in silence: live/delay.py)
+    delay_changes: int = 0
 
 
 def latency_parts(stats, device_ms: float, fx_plugin_ms: float = 0.0) -> dict:
@@ -100,10 +105,12 @@ def _stop_on_signals():
 
 
 class LiveSession:
-    def __init__(self, settings: PlaySettings, log=print, chain=None):
+    def __init__(self, settings: PlaySettings, log=print, chain=None, page=None):
         """`chain`: the effects chain of `settings.fx` if the caller has loaded it already (the CLI does, to refuse a
         bad chain before anything starts); it is loaded once, here otherwise. A chain without effects runs no stage
-        and declares no stage latency (`settings.fx_stage`)."""
+        and declares no stage latency (`settings.fx_stage`). `page`: a started `web.server.WebPage` (`play --web`;
+        `settings.page` its link), shown the session once it plays; its owner stops it."""
+        self.page = page
         from dataclasses import replace
 
         if chain is None and settings.fx:
@@ -117,7 +124,7 @@ class LiveSession:
     def run(self) -> PlayReport:
         import numpy as np
 
-        from live_synth.live.audio_out import AudioOutput
+        from live_synth.live.audio_out import AudioOutput, JackXruns
         from live_synth.live.engine_process import GenerationProcess, LocalGeneration
 
         s, chain = self.settings, self.chain
@@ -126,8 +133,9 @@ class LiveSession:
         side = LocalGeneration(self.generation) if s.in_process else GenerationProcess(s, self.log)
         restore = _stop_on_signals()
         latency: dict = {}
-        stage = None
+        stage = xruns = None
         lost = None
+        priority = ""
         try:
             ring = side.start(capacity, audio.samplerate)
             self.log(f"audio out: {audio.device_name} ({audio.hostapi}, {audio.samplerate} Hz); Ctrl-C stops")
@@ -150,7 +158,13 @@ class LiveSession:
                 latency = latency_parts(side.stats, 1000 * audio.output_latency, fx_plugin_ms)
                 self.log("expected latency note-on -> sound out: " + ", ".join(
                     f"{k} {v:.1f} ms" for k, v in latency.items()))
-                self._control_loop(side, audio, ring, start)
+                if self.page is not None:
+                    from live_synth.web.server import SessionView
+
+                    self.page.attach(SessionView(side.stats, STATS, ring, audio, latency, s.page))
+                xruns = JackXruns.open(audio.hostapi)
+                priority = self._audio_priority(audio)
+                self._control_loop(side, audio, ring, start, xruns)
             except KeyboardInterrupt:
                 self.log("stopping")
             except DeviceLostError as error:
@@ -162,6 +176,8 @@ class LiveSession:
                                            "callback since before the stop (the JACK server died?)")
                 if stage is not None:
                     stage.stop()
+                if xruns is not None:
+                    xruns.close(server_alive=lost is None)
                 restore()
             if lost is not None:  # the generation side gets a moment to write the recording, then is killed
                 try:
@@ -186,12 +202,37 @@ class LiveSession:
                           Path(fields["recorded"]) if fields.get("recorded") else None,
                           fields.get("tick_ms", []), int(get("late_events")), int(get("rollbacks")),
                           int(get("frames_regenerated")), int(get("coalesced")), int(get("deferred")), latency,
-                          round(float(get("late_ms_max")), 2))
+                          round(float(get("late_ms_max")), 2), audio.callback_stats(),
+                          xruns.count if xruns is not None else None, priority, round(float(get("delay_ms")), 2),
+                          int(get("delay_changes")))
 
-    def _control_loop(self, side, audio, ring, start: float) -> None:
+    def _audio_priority(self, audio) -> str:
+        """Real-time priority for the audio callback's thread where the system allows it; one line either way."""
+        import os
+
+        from live_synth.live.priority import AUDIO_RT_PRIORITY, realtime_thread
+
+        deadline = time.monotonic() + 0.5
+        while not audio.thread_id and time.monotonic() < deadline:  # its first callback records it
+            time.sleep(0.005)
+        try:
+            if audio.thread_id and os.sched_getscheduler(audio.thread_id) in (os.SCHED_FIFO, os.SCHED_RR):
+                return "real-time (the audio server's)"  # a real-time JACK server made it so already
+        except (AttributeError, OSError):
+            pass
+        why = realtime_thread(audio.thread_id)
+        if why:
+            self.log(why)
+            return why
+        return f"SCHED_FIFO {AUDIO_RT_PRIORITY}"
+
+    def _control_loop(self, side, audio, ring, start: float, xruns=None) -> None:
         s = self.settings
+        delay_ms = float(side.stats[STATS.index("delay_ms")])
         while side.alive():
             time.sleep(0.25)
+            if xruns is not None and xruns.shutdown:
+                raise DeviceLostError(f"the JACK server shut down under {audio.device_name!r} ({xruns.shutdown})")
             if audio.stalled():
                 raise DeviceLostError(f"the audio device {audio.device_name!r} ({audio.hostapi}) stopped: no "
                                       "callback for 0.5 s (the JACK server died or the interface is gone)")
@@ -199,6 +240,11 @@ class LiveSession:
                 return
             if side.stats[STATS.index("finished")]:
                 return
+            now_ms = float(side.stats[STATS.index("delay_ms")])
+            if now_ms != delay_ms:
+                self.log(f"declared delay D {delay_ms:.1f} -> {now_ms:.1f} ms: the ticks while playing are slower "
+                         "than the pre-fill's (changed while no note was sounding)")
+                delay_ms = now_ms
             self._status(side.stats, audio, ring)
 
     def _status(self, stats, audio, ring) -> None:

@@ -233,6 +233,50 @@ def test_a_causal_model_plays_a_midi_file_through_jack_with_rollbacks(jack_serve
     assert data["underruns"] == 0 and data["rollbacks"] > 0 and data["ticks"] > 200
     assert "delay" in data["latency"] and data["latency"]["total"] < 100, data["latency"]
     assert "expected latency" in result.stderr
+    # the audio callback timed itself against the period, and the server's xruns were counted (issue 21)
+    callback = data["callback"]
+    assert callback["callbacks"] > 500 and callback["period_ms"] == pytest.approx(256 / 48, abs=0.01), callback
+    assert 0 < callback["p50_ms"] <= callback["p99_ms"] <= callback["max_ms"] < callback["period_ms"], callback
+    assert isinstance(data["server_xruns"], int) and data["audio_priority"], data
+    assert "audio callback p50" in result.stderr and "JACK server xruns" in result.stderr
+
+
+def _threads(pid: int) -> dict[int, tuple[int, int]]:
+    """{thread id: (nice, scheduling policy)} of process `pid`, from /proc (fields 19 and 41 of stat)."""
+    found = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(tid)] = (int(fields[16]), int(fields[38]))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_generation_threads_make_way_for_the_audio_graph(jack_server, tmp_path):
+    """The generation process's compute threads run at nice 10 / SCHED_BATCH, its JACK MIDI client's threads (the
+    graph waits for them) as they were; the audio callback's thread gets SCHED_FIFO where allowed, or play says why."""
+    play, children = _start_play(tmp_path)
+    try:
+        assert _wait(lambda: "expected latency" in (tmp_path / "play.log").read_text(), timeout=30, step=0.1)
+        time.sleep(1.0)  # the audio thread's priority is set after its first callback
+        spawned = [c for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()]
+        generation = _threads(spawned[0])  # not multiprocessing's resource tracker
+        lowered = [t for t, (nice, policy) in generation.items() if nice == 10 and policy == os.SCHED_BATCH]
+        untouched = [t for t, (nice, policy) in generation.items() if (nice, policy) == (0, os.SCHED_OTHER)]
+        assert len(lowered) >= 2 and len(untouched) >= 1 and len(lowered) + len(untouched) == len(generation), \
+            generation
+        log = (tmp_path / "play.log").read_text()
+        assert "compute thread(s) at nice 10, SCHED_BATCH" in log, log
+        audio = _threads(play.pid)
+        if os.geteuid() == 0:
+            assert any(policy == os.SCHED_FIFO for _, policy in audio.values()), audio
+        elif not any(policy == os.SCHED_FIFO for _, policy in audio.values()):
+            assert "no real-time priority for the audio thread" in log, log
+    finally:
+        play.send_signal(signal.SIGTERM)
+        play.wait(timeout=30)
 
 
 def test_play_with_the_hall_effects_chain_keeps_up_and_declares_its_latency(jack_server, tmp_path):
