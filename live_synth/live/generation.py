@@ -53,6 +53,7 @@ class PlaySettings:
     threads: int = 0  # intra-op threads (torch, ONNX Runtime) on the generation side (0: all cores but one)
     nice: int = 10  # the generation process's compute threads: this nice value and SCHED_BATCH (0: leave them be)
     in_process: bool = False  # generation in a thread of this process instead of its own process
+    page: object = None  # `play --web`: a web.link.PageLink (the page's events in, the frames out), else None
 
 
 # Counters the generation side publishes (floats in a small array; in shared memory across processes).
@@ -129,12 +130,17 @@ class Generation:
         if not s.midi_file:
             port = self.midi.open(s.midi_in)
             self.log(f"MIDI in: {port} ({self.midi.api})")
+        stream = self.stream
+        if s.page is not None:  # the page's notes join the MIDI source's queue policy; its frames are tapped
+            from live_synth.web.link import MelTap, PageSource
+
+            self.midi, stream = PageSource(self.midi, s.page), MelTap(self.stream, s.page)
         if s.nice and not s.in_process:  # before the pre-fill: D is sized from ticks at the priority they run at
             midi_threads = thread_ids() - before  # a JACK MIDI client's: the graph waits for them every cycle
             line = lower_threads(s.nice, exclude=midi_threads)
             self.log(line or f"generation: {torch_threads()} compute thread(s) at nice {s.nice}, SCHED_BATCH; "
                      f"{len(midi_threads)} MIDI thread(s) left as they were")
-        self.worker = GenerationWorker(self.stream, self.midi, self.vocoder, feed)
+        self.worker = GenerationWorker(stream, self.midi, self.vocoder, feed)
         # Pre-fill (the sound of silence, before going live), timing the ticks: the causal family's declared delay
         # is sized from them.
         lead_s = (s.lead_ms or 200.0) / 1000
@@ -200,6 +206,8 @@ class Generation:
                 self.worker.release_all.set()
                 self.log(f"MIDI port {self.midi.port_name!r} vanished: all notes released, still playing")
         self._publish()
+        if s.page is not None:
+            s.page.publish(self.worker.stats.tick_ms, getattr(self.midi, "page", None))
         return self.worker.is_alive()
 
     def _publish(self) -> None:

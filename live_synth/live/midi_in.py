@@ -163,23 +163,13 @@ class MidiStats:
     capacity: int
 
 
-class MidiInput:
-    """One MIDI source (or our virtual port) feeding a bounded queue. Use as a context manager or `close()`.
+class MidiQueue:
+    """The bounded single-producer single-consumer queue of timestamped MIDI messages behind every live source
+    (policy: module docstring): `MidiInput` (rtmidi) and the web page's inbox (`live_synth.web.link`) share it, so
+    a flood from either is dropped, kept and recovered the same way."""
 
-    `api`: "jack", "alsa", "coremidi", "windows", or None for the platform's usual API (falling back to JACK when
-    that fails and a JACK server runs). `capacity` queue slots, of which the last `reserve` are kept for priority
-    messages (default: a quarter). `clock` timestamps arrivals (time.monotonic, or the session clock).
-    """
-
-    def __init__(
-        self,
-        api: str | None = None,
-        *,
-        capacity: int = 4096,
-        reserve: int | None = None,
-        client_name: str = CLIENT_NAME,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, *, capacity: int = 4096, reserve: int | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         reserve = max(capacity // 4, 2) if reserve is None else reserve
         if capacity < 4 or not 2 <= reserve < capacity:
             raise ValueError(f"need capacity >= 4 and 2 <= reserve < capacity, got {capacity}, {reserve}")
@@ -195,76 +185,11 @@ class MidiInput:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._midi_in, self.api = _open_rtmidi(api, client_name)
-        self.port_name: str | None = None  # the source we connected to, or our virtual port's name
-        self.virtual = False
 
-    # -- control thread ---------------------------------------------------------------------------------------------
-    def open(self, port: str | int = VIRTUAL) -> str:
-        """Connect to a source by index, by (case-insensitive) name substring, or open our virtual port ("virtual",
-        named "live-synth"). Returns the port's name. A port that does not exist is a LiveSynthError listing them."""
-        if self.port_name is not None:
-            raise RuntimeError("MidiInput is already open")
-        midi_in = self._midi_in
-        midi_in.ignore_types(sysex=True, timing=True, active_sense=True)
-        midi_in.set_callback(self._on_message)
-        rtmidi = _rtmidi()
-        try:
-            if port == VIRTUAL:
-                midi_in.open_virtual_port(CLIENT_NAME)
-                self.port_name, self.virtual = CLIENT_NAME, True
-            else:
-                index, name = self._resolve(port)
-                midi_in.open_port(index, f"{CLIENT_NAME} in")
-                self.port_name = name
-        except (NotImplementedError, rtmidi.RtMidiError) as error:
-            midi_in.cancel_callback()
-            raise LiveSynthError(f"cannot open MIDI input {port!r} ({self.api}): {_first_line(error)}") from error
-        return self.port_name
-
-    def _resolve(self, port: str | int) -> tuple[int, str]:
-        ports = list(self._midi_in.get_ports())
-        listing = f"available ({self.api}): {ports}" if ports else f"no MIDI sources on {self.api}"
-        if isinstance(port, int) or str(port).isdigit():
-            index = int(port)
-            if not 0 <= index < len(ports):
-                raise LiveSynthError(f"no MIDI input number {index}; {listing}")
-            return index, ports[index]
-        exact = [i for i, name in enumerate(ports) if name == port]
-        matches = exact or [i for i, name in enumerate(ports) if str(port).lower() in name.lower()]
-        if len(matches) != 1:
-            what = "no MIDI input matches" if not matches else "several MIDI inputs match"
-            raise LiveSynthError(f"{what} {port!r}; {listing}")
-        return matches[0], ports[matches[0]]
-
-    def close(self) -> None:
-        """Stop the callback and release the port and the rtmidi client. Safe to call twice."""
-        if self._midi_in is None:
-            return
-        self._midi_in.cancel_callback()
-        # A JACK (or ALSA) thread may be inside _on_message right now, waiting for the GIL that we hold. Closing the
-        # port while holding it stalls the client close until JACK cancels that thread in the middle of taking the
-        # GIL, which leaves the GIL's mutex locked and hangs the whole process (seen in a clean-clone test run).
-        # Sleeping releases the GIL for longer than a few JACK periods, so an in-flight callback can finish; after
-        # cancel_callback() no new one starts.
-        time.sleep(0.05)
-        self._midi_in.close_port()
-        self._midi_in.delete()
-        self._midi_in = None
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
-
-    def __enter__(self) -> MidiInput:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- rtmidi's thread only ---------------------------------------------------------------------------------------
-    def _on_message(self, event, data=None) -> None:
-        """Timestamp and enqueue; drop the newest when full (policy: module docstring). Nothing else."""
-        message = event[0]
-        t = self._clock()
+    # -- the producer thread only (rtmidi's, or the page's inbox) ---------------------------------------------------
+    def push(self, t: float, message) -> None:
+        """Enqueue `message` that arrived at `t`; drop the newest when full (policy: module docstring). Nothing
+        else. One producer thread per queue."""
         write = self._write
         fill = write - self._read
         if fill < self._normal_limit or (fill < self._priority_limit and _is_priority(message)):
@@ -324,15 +249,6 @@ class MidiInput:
         self._read = write  # publish: the slots are free again
         return out
 
-    def is_alive(self) -> bool:
-        """Whether the source is still there (looked up by name). Our own virtual port cannot vanish: True while
-        open. Call from the worker or the control thread, about once a second (it asks the MIDI API for ports)."""
-        if self._midi_in is None or self.port_name is None:
-            return False
-        if self.virtual:
-            return True
-        return self.port_name in self._midi_in.get_ports()
-
     # -- any thread: counters ---------------------------------------------------------------------------------------
     def pending(self) -> int:
         """Slots in use now (messages queued and not yet drained, a recovery marker included)."""
@@ -353,6 +269,107 @@ class MidiInput:
     def stats(self) -> MidiStats:
         return MidiStats(self._received, self._dropped, self._lost_releases, self._high_water, self.capacity)
 
+    def close_queue(self) -> None:
+        """Close the wake-up pipe (after the producer has stopped)."""
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+
+class MidiInput(MidiQueue):
+    """One MIDI source (or our virtual port) feeding a bounded queue. Use as a context manager or `close()`.
+
+    `api`: "jack", "alsa", "coremidi", "windows", or None for the platform's usual API (falling back to JACK when
+    that fails and a JACK server runs). `capacity` queue slots, of which the last `reserve` are kept for priority
+    messages (default: a quarter). `clock` timestamps arrivals (time.monotonic, or the session clock).
+    """
+
+    def __init__(
+        self,
+        api: str | None = None,
+        *,
+        capacity: int = 4096,
+        reserve: int | None = None,
+        client_name: str = CLIENT_NAME,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        super().__init__(capacity=capacity, reserve=reserve, clock=clock)
+        self._midi_in, self.api = _open_rtmidi(api, client_name)
+        self.port_name: str | None = None  # the source we connected to, or our virtual port's name
+        self.virtual = False
+
+    # -- control thread ---------------------------------------------------------------------------------------------
+    def open(self, port: str | int = VIRTUAL) -> str:
+        """Connect to a source by index, by (case-insensitive) name substring, or open our virtual port ("virtual",
+        named "live-synth"). Returns the port's name. A port that does not exist is a LiveSynthError listing them."""
+        if self.port_name is not None:
+            raise RuntimeError("MidiInput is already open")
+        midi_in = self._midi_in
+        midi_in.ignore_types(sysex=True, timing=True, active_sense=True)
+        midi_in.set_callback(self._on_message)
+        rtmidi = _rtmidi()
+        try:
+            if port == VIRTUAL:
+                midi_in.open_virtual_port(CLIENT_NAME)
+                self.port_name, self.virtual = CLIENT_NAME, True
+            else:
+                index, name = self._resolve(port)
+                midi_in.open_port(index, f"{CLIENT_NAME} in")
+                self.port_name = name
+        except (NotImplementedError, rtmidi.RtMidiError) as error:
+            midi_in.cancel_callback()
+            raise LiveSynthError(f"cannot open MIDI input {port!r} ({self.api}): {_first_line(error)}") from error
+        return self.port_name
+
+    def _resolve(self, port: str | int) -> tuple[int, str]:
+        ports = list(self._midi_in.get_ports())
+        listing = f"available ({self.api}): {ports}" if ports else f"no MIDI sources on {self.api}"
+        if isinstance(port, int) or str(port).isdigit():
+            index = int(port)
+            if not 0 <= index < len(ports):
+                raise LiveSynthError(f"no MIDI input number {index}; {listing}")
+            return index, ports[index]
+        exact = [i for i, name in enumerate(ports) if name == port]
+        matches = exact or [i for i, name in enumerate(ports) if str(port).lower() in name.lower()]
+        if len(matches) != 1:
+            what = "no MIDI input matches" if not matches else "several MIDI inputs match"
+            raise LiveSynthError(f"{what} {port!r}; {listing}")
+        return matches[0], ports[matches[0]]
+
+    def close(self) -> None:
+        """Stop the callback and release the port and the rtmidi client. Safe to call twice."""
+        if self._midi_in is None:
+            return
+        self._midi_in.cancel_callback()
+        # A JACK (or ALSA) thread may be inside _on_message right now, waiting for the GIL that we hold. Closing the
+        # port while holding it stalls the client close until JACK cancels that thread in the middle of taking the
+        # GIL, which leaves the GIL's mutex locked and hangs the whole process (seen in a clean-clone test run).
+        # Sleeping releases the GIL for longer than a few JACK periods, so an in-flight callback can finish; after
+        # cancel_callback() no new one starts.
+        time.sleep(0.05)
+        self._midi_in.close_port()
+        self._midi_in.delete()
+        self._midi_in = None
+        self.close_queue()
+
+    def __enter__(self) -> MidiInput:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- rtmidi's thread only ---------------------------------------------------------------------------------------
+    def _on_message(self, event, data=None) -> None:
+        """Timestamp and enqueue (`push`). Nothing else."""
+        self.push(self._clock(), event[0])
+
+    def is_alive(self) -> bool:
+        """Whether the source is still there (looked up by name). Our own virtual port cannot vanish: True while
+        open. Call from the worker or the control thread, about once a second (it asks the MIDI API for ports)."""
+        if self._midi_in is None or self.port_name is None:
+            return False
+        if self.virtual:
+            return True
+        return self.port_name in self._midi_in.get_ports()
 
 def _is_priority(message) -> bool:
     return (message[0] & 0xF0) == 0xC0 or is_release(message)

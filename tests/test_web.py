@@ -1,0 +1,315 @@
+"""`play --web`: the protocol's validation, the link between the page and the generation side, the server's
+refusals and its behaviour with a stalled page, and (with Chromium, Playwright and a JACK server) the page in a real
+browser playing into `live-synth play`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from live_synth.web import protocol
+from live_synth.web.protocol import ProtocolError
+
+# -- protocol ---------------------------------------------------------------------------------------------------------
+
+
+def _msg(data, **extra) -> str:
+    return json.dumps({"v": 1, "type": "midi", "data": data, **extra})
+
+
+@pytest.mark.parametrize("data", [[0x90, 60, 100], [0x80, 60, 0], [0x9F, 0, 127], [0xB0, 64, 127], [0xC5, 48],
+                                  [0xD0, 3], [0xE0, 0, 64]])
+def test_protocol_accepts_channel_voice_messages(data):
+    assert protocol.parse(_msg(data)) == ("midi", data)
+
+
+@pytest.mark.parametrize("text, reason", [
+    (b"\x90\x3c\x64", "binary"),
+    ("x" * (protocol.MAX_MESSAGE_BYTES + 1), "too_long"),
+    (_msg([0x90, 60, 100], pad="y" * 300), "too_long"),
+    ("{not json", "not_json"),
+    ("[" * 120 + "]" * 120, "not_object"),
+    ("[1, 2]", "not_object"),
+    (json.dumps({"v": 2, "type": "midi", "data": [0x90, 60, 100]}), "version"),
+    (json.dumps({"v": "1", "type": "midi", "data": [0x90, 60, 100]}), "version"),
+    (json.dumps({"v": True, "type": "midi", "data": [0x90, 60, 100]}), "version"),
+    (json.dumps({"type": "midi", "data": [0x90, 60, 100]}), "version"),
+    (json.dumps({"v": 1, "type": "sysex", "data": [0xF0]}), "type"),
+    (json.dumps({"v": 1, "data": [0x90, 60, 100]}), "type"),
+    (_msg([0xF0, 1, 2]), "status"),
+    (_msg([0xFF]), "status"),
+    (_msg([0x3C, 100]), "status"),
+    (_msg([0x90, 128, 100]), "range"),
+    (_msg([0x90, 60, -1]), "range"),
+    (_msg([0x90, 60, 100.0]), "range"),
+    (_msg([0x90, True, 100]), "range"),
+    (_msg([0x90, "60", 100]), "range"),
+    (_msg([0x90, 60]), "length"),
+    (_msg([0xC0, 1, 2]), "length"),
+    (_msg([]), "length"),
+    (_msg("90 3c 64"), "length"),
+    (json.dumps({"v": 1, "type": "ping", "id": -1}), "range"),
+])
+def test_protocol_refuses_malformed_oversized_and_out_of_range_messages(text, reason):
+    with pytest.raises(ProtocolError) as caught:
+        protocol.parse(text)
+    assert caught.value.reason == reason
+
+
+def test_frame_batches_round_trip():
+    rng = np.random.default_rng(0)
+    mel = rng.integers(0, 256, (5, 128), dtype=np.uint8)
+    masks = rng.integers(0, 256, (5, 16), dtype=np.uint8)
+    flags = np.array([0, 1, 2, 4, 3], np.uint8)
+    payload = protocol.pack_frames(1000, mel, masks, flags)
+    assert len(payload) == protocol.HEADER.size + 5 * protocol.FRAME_BYTES
+    first, m, k, f = protocol.unpack_frames(payload)
+    assert first == 1000 and (m == mel).all() and (k == masks).all() and (f == flags).all()
+
+
+# -- the link: frames down, events up ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def link():
+    from live_synth.web.link import PageLink
+
+    link = PageLink.create()
+    yield link
+    link.close()
+
+
+class _Stream:
+    """A live stream's surface (`synth.LiveStream`) with frames that say which frame and which try they are."""
+
+    can_rewind, max_steps = True, 2
+
+    def __init__(self):
+        self.frame, self.steps, self.tries = 0, 2, 0
+
+    def generate(self, notes):
+        self.frame += 1
+        return np.full((1, 128), -8.0 + 2.0 * self.tries, np.float32)
+
+    def rewind(self, frame):
+        self.frame, self.tries = frame, self.tries + 1
+
+    def lookahead_frames(self):
+        return 1
+
+
+def test_mel_tap_writes_every_frame_and_marks_what_a_rollback_regenerated(link):
+    from live_synth.live.notes import NoteState
+    from live_synth.web.link import MelTap
+
+    notes = NoteState()
+    notes.apply(0.1, [0x90, 60, 100])  # sounds from frame 5
+    tap = MelTap(_Stream(), link)
+    tap.steps = 1
+    assert tap.inner.steps == 1 and tap.max_steps == 2  # the worker's degradation reaches the real stream
+    for _ in range(20):
+        tap.generate(notes)
+    tap.rewind(12)
+    for _ in range(8):
+        tap.generate(notes)
+    first, mel, masks, flags = link.read_frames(0, 24)
+    assert first == 0
+    assert (flags[:12] == 0).all() and (flags[12:20] == protocol.ROLLED_BACK).all()
+    assert (flags[20:] == protocol.MISSING).all()  # not generated yet
+    pitches = np.unpackbits(masks, axis=1, bitorder="little")
+    assert not pitches[:4, 60].any() and pitches[5:20, 60].all() and pitches[:20].sum() == pitches[:20, 60].sum()
+    assert mel[12, 0] > mel[11, 0]  # row 12 holds the regenerated frame (a louder try), not the first one
+
+
+class _Source:
+    wake_fd = None
+
+    def __init__(self, events):
+        self.events = events
+        self.received = len(events)
+
+    def drain(self):
+        out, self.events = self.events, []
+        return out
+
+    def next_due(self):
+        return None
+
+
+def test_page_events_join_the_midi_source_in_arrival_order(link):
+    from live_synth.web.link import PageSource
+
+    source = PageSource(_Source([(1.0, [0x90, 60, 100]), (3.0, [0x80, 60, 0])]), link)
+    try:
+        assert link.send_event(2.0, [0x90, 64, 90])
+        deadline = time.monotonic() + 5
+        while source.page.pending() < 1 and time.monotonic() < deadline:  # the inbox thread takes it
+            time.sleep(0.01)
+        merged = source.drain()
+        assert merged == [(1.0, [0x90, 60, 100]), (2.0, [0x90, 64, 90]), (3.0, [0x80, 60, 0])]
+        assert source.received == 3
+    finally:
+        source.close()
+
+
+def test_a_page_flood_is_bounded_and_keeps_its_releases_like_a_midi_flood(link):
+    """The page's queue is a MidiQueue: a flood of note-ons is dropped (counted) while the note-offs that end them are
+    kept (the reserve), and whatever is lost between the processes is counted too."""
+    from live_synth.web.link import MAX_IN_FLIGHT, PageSource
+
+    source = PageSource(_Source([]), link)
+    try:
+        sent = 0
+        for i in range(MAX_IN_FLIGHT + 2000):
+            sent += link.send_event(float(i), [0x90, 60, 100])
+        offs = [link.send_event(1e6 + i, [0x80, 60, 0]) for i in range(3)]
+        deadline = time.monotonic() + 10
+        while source.page.received + source.page.dropped < sent + sum(offs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        page = source.page
+        assert page.received + page.dropped == sent + sum(offs)
+        assert link.dropped_in_flight == MAX_IN_FLIGHT + 2003 - sent - sum(offs)
+        assert page.dropped > 0 and page.received <= page.capacity
+        drained = source.drain()
+        assert [m for _, m in drained if m[0] == 0x80] == [[0x80, 60, 0]] * sum(offs)  # no release lost
+        assert sum(offs) == 3
+    finally:
+        source.close()
+
+
+# -- the server ----------------------------------------------------------------------------------------------------
+
+
+class _View:
+    """A session's counters as the server reads them; `speed` frames heard per pump."""
+
+    def __init__(self, speed=1):
+        self.start, self.speed = time.monotonic(), speed
+
+    def heard_frame(self):
+        return int((time.monotonic() - self.start) * 50 * self.speed)
+
+    def underruns(self):
+        return 0
+
+    def status(self):
+        return {"latency": {"total": 1.0}, "frame": self.heard_frame()}
+
+
+@pytest.fixture
+def server(link):
+    pytest.importorskip("aiohttp")
+    from live_synth.web.server import WebPage
+
+    page = WebPage("127.0.0.1:0", token="s3cret", link=link, log=lambda line: None)
+    page.start()
+    page.attach(_View())
+    yield page
+    page.stop()
+
+
+def _events(link, timeout=2.0):
+    import queue
+
+    out = []
+    try:
+        while True:
+            out.append(link.events.get(timeout=timeout))
+            timeout = 0.2
+    except queue.Empty:
+        return out
+
+
+def test_server_refuses_other_origins_hosts_and_missing_tokens(server):
+    import aiohttp
+
+    base = f"http://127.0.0.1:{server.port}"
+    own = {"Origin": base}
+
+    async def run():
+        async with aiohttp.ClientSession() as http:
+            assert (await http.get(f"{base}/")).status == 403  # no token
+            page = await http.get(f"{base}/?token=s3cret")
+            assert page.status == 200 and "spec" in await page.text()
+            assert (await http.get(f"{base}/static/app.js")).status == 200
+            assert (await http.get(f"{base}/static/..%2Fserver.py")).status == 404
+            refusals = [({"Origin": "http://evil.example"}, "s3cret"), ({}, "s3cret"), (own, "wrong"),
+                        ({**own, "Host": f"evil.example:{server.port}"}, "s3cret")]
+            for headers, token in refusals:
+                with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                    await http.ws_connect(f"{base}/ws?token={token}", headers=headers)
+                assert caught.value.status == 403
+            async with http.ws_connect(f"{base}/ws?token=s3cret", headers=own) as ws:
+                assert json.loads((await ws.receive()).data)["type"] == "hello"
+                await ws.send_str(_msg([0x90, 60, 100]))
+                for bad in ["nope", _msg([0x90, 128, 1]), _msg([0xF0, 1, 2]), json.dumps({"v": 9, "type": "midi"})]:
+                    await ws.send_str(bad)
+                await ws.send_bytes(b"\x90\x3c\x64")
+                await ws.send_str(_msg([0x80, 60, 0]))
+                await ws.send_str(json.dumps({"v": 1, "type": "ping", "id": 7}))
+                while True:
+                    message = await ws.receive()
+                    if message.type == aiohttp.WSMsgType.TEXT and json.loads(message.data)["type"] == "pong":
+                        break
+            async with http.ws_connect(f"{base}/ws?token=s3cret", headers=own) as ws:
+                await ws.send_str("x" * 5000)  # over the socket's limit: the server closes it
+                closing = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+                while (await asyncio.wait_for(ws.receive(), 5)).type not in closing:  # hello, frames, stats
+                    pass
+
+    asyncio.run(run())
+    events = _events(server.link)
+    assert [m for _, m in events] == [[0x90, 60, 100], [0x80, 60, 0]]  # only the valid ones reach the model's side
+    assert all(abs(t - time.monotonic()) < 10 for t, _ in events)  # stamped on the monotonic clock at arrival
+    assert server.refused == {"token": 2, "origin": 2, "host": 1}
+    assert server.bad == {"not_json": 1, "range": 1, "status": 1, "version": 1, "binary": 1, "too_long": 1}
+
+
+def test_a_stalled_page_has_its_frames_dropped_and_blocks_nobody(link):
+    """A page that never reads: its frames are dropped once its socket and its small queue are full; another page is
+    still served, and the server's memory for it stays bounded."""
+    pytest.importorskip("aiohttp")
+    import aiohttp
+
+    from live_synth.web.server import SEND_QUEUE, WebPage
+
+    page = WebPage("127.0.0.1:0", link=link, log=lambda line: None)
+    page.start()
+    page.attach(_View(speed=400))  # 20 000 frames/s: 2.9 MB/s of frame batches
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        stalled.connect(("127.0.0.1", page.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        stalled.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{page.port}\r\nOrigin: http://127.0.0.1:{page.port}\r\n"
+                         f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        assert b" 101 " in stalled.recv(4096).split(b"\r\n")[0] + b" "
+        deadline = time.monotonic() + 20
+        while page.frames_dropped == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert page.frames_dropped > 0
+
+        async def other():
+            async with aiohttp.ClientSession() as http:
+                async with http.ws_connect(f"http://127.0.0.1:{page.port}/ws",
+                                           headers={"Origin": f"http://127.0.0.1:{page.port}"}) as ws:
+                    kinds = set()
+                    while "binary" not in kinds or "stats" not in kinds:
+                        message = await asyncio.wait_for(ws.receive(), 5)
+                        kinds.add("binary" if message.type == aiohttp.WSMsgType.BINARY
+                                  else json.loads(message.data)["type"])
+
+        asyncio.run(other())
+        stalled_ws = [ws for ws in page.clients if ws.outbox.qsize() == SEND_QUEUE]
+        assert stalled_ws, "the stalled page's queue should be full (and bounded)"
+    finally:
+        stalled.close()
+        page.stop()
