@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import socket
 import time
 
@@ -313,3 +314,150 @@ def test_a_stalled_page_has_its_frames_dropped_and_blocks_nobody(link):
     finally:
         stalled.close()
         page.stop()
+
+
+# -- a real browser on a real session ---------------------------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _browser_or_skip():
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): the page's browser test needs it")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    pytest.importorskip("aiohttp", reason="aiohttp is not installed (pip install 'live-synth[web]')")
+    from live_synth.live.midi_in import jack_server_running
+
+    if not jack_server_running():
+        pytest.skip("no JACK server runs (.ci/run starts a dummy one): the page's browser test plays through it")
+    return chromium
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _level_db(audio: np.ndarray, rate: int, start_s: float, stop_s: float) -> float:
+    span = audio[max(0, int(start_s * rate)): int(stop_s * rate)]
+    return 20 * np.log10(np.sqrt(np.mean(np.square(span, dtype=np.float64))) + 1e-9)
+
+
+def test_the_page_plays_notes_into_play_and_shows_them(tmp_path):
+    """`play --web` on the JACK server, Chromium on its page: a key clicked with the mouse, a key typed on the
+    computer keyboard (vmpk's Q = C5) and a key tapped on a phone-sized page are heard in the recording (a level rise
+    just after each, from the silence before), the spectrogram canvas lights up and the piano roll shows the pitch;
+    a bad-origin socket is refused, and malformed messages sent from the page are counted and never reach the
+    model. Screenshots go to $LIVE_SYNTH_WEB_SCREENSHOTS when set (README)."""
+    import signal
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    from playwright.sync_api import sync_playwright
+
+    chromium = _browser_or_skip()
+    port = _free_port()
+    wav = tmp_path / "played.wav"
+    log = open(tmp_path / "play.log", "w+")
+    play = subprocess.Popen([sys.executable, "-m", "live_synth", "play", "--midi-api", "jack", "--web", str(port),
+                             "--web-token", "t0k", "--record", str(wav), "--seconds", "90"],
+                            stderr=log, stdout=log, text=True)
+    shots = os.environ.get("LIVE_SYNTH_WEB_SCREENSHOTS")
+    try:
+        deadline = time.monotonic() + 60
+        while "expected latency" not in (text := open(tmp_path / "play.log").read()):
+            assert play.poll() is None and time.monotonic() < deadline, f"play never came up:\n{text}"
+            time.sleep(0.2)
+        url = re.search(r"page: (\S+)", text).group(1)
+        assert url == f"http://127.0.0.1:{port}/?token=t0k"
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(url)
+            page.wait_for_function("window.liveSynth.framesReceived > 100", timeout=15000)
+            bright = "(id) => { const c = document.getElementById(id), d = c.getContext('2d')" \
+                     ".getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 0; i < d.length; i += 4)" \
+                     " n += d[i] + d[i + 1] + d[i + 2] > 200; return n; }"
+            before = page.evaluate(bright, "spec")
+            heard = []  # the heard frame when each note was played: where it lands in the recording
+            key = page.locator('#keyboard .key[data-pitch="60"]')  # C4 on screen
+            box = key.bounding_box()
+            heard.append(page.evaluate("window.liveSynth.lastFrame"))
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 0.9 * box["height"])  # low on the key: loud
+            page.mouse.down()
+            time.sleep(0.6)
+            page.mouse.up()
+            time.sleep(1.4)
+            heard.append(page.evaluate("window.liveSynth.lastFrame"))
+            page.keyboard.down("q")  # vmpk: Q-row starts an octave up (C5)
+            time.sleep(0.6)
+            page.keyboard.up("q")
+            time.sleep(1.4)
+            page.wait_for_function("window.liveSynth.eventsSent >= 5")  # program change + two notes on and off
+            after = page.evaluate(bright, "spec")
+            roll_c5 = page.evaluate("() => { const c = document.getElementById('roll'), row = 108 - 72;"
+                                    " const d = c.getContext('2d').getImageData(0, row, c.width, 1).data;"
+                                    " let n = 0; for (let i = 0; i < d.length; i += 4) n += d[i + 2] > 200;"
+                                    " return n; }")
+            if shots:
+                page.screenshot(path=os.path.join(shots, "web-1280x720.png"))
+            # malformed and out-of-range messages from the page itself: counted, never forwarded
+            page.evaluate("""() => { const ws = window.liveSynth.ws; ws.send('garbage');
+                ws.send(JSON.stringify({v: 1, type: 'midi', data: [0x90, 200, 100]}));
+                ws.send(JSON.stringify({v: 1, type: 'midi', data: [0xF0, 1, 2]}));
+                ws.send(JSON.stringify({v: 7, type: 'midi', data: [0x90, 60, 100]})); }""")
+            stats = page.wait_for_function("""() => { const m = window.liveSynth.lastStats;
+                return m && Object.values(m.page.bad).reduce((a, b) => a + b, 0) >= 4 ? m : null; }""",
+                                           timeout=5000).json_value()
+            # a phone-sized page: a key tapped (touch)
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+            phone.goto(url)
+            phone.wait_for_function("window.liveSynth.framesReceived > 100", timeout=15000)
+            phone.locator('#keyboard .key[data-pitch="64"]').scroll_into_view_if_needed()
+            tap = phone.locator('#keyboard .key[data-pitch="64"]').bounding_box()
+            time.sleep(1.0)
+            heard.append(phone.evaluate("window.liveSynth.lastFrame"))
+            phone.touchscreen.tap(tap["x"] + tap["width"] / 2, tap["y"] + 0.9 * tap["height"])
+            time.sleep(1.5)
+            if shots:
+                phone.screenshot(path=os.path.join(shots, "web-phone.png"))
+            browser.close()
+        # a socket from another origin is refused by the running session's server
+        import aiohttp
+
+        async def foreign():
+            async with aiohttp.ClientSession() as http:
+                with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                    await http.ws_connect(f"http://127.0.0.1:{port}/ws?token=t0k",
+                                          headers={"Origin": "http://evil.example"})
+                return caught.value.status
+
+        assert asyncio.run(foreign()) == 403
+    finally:
+        if play.poll() is None:
+            play.send_signal(signal.SIGTERM)
+        try:
+            play.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            play.kill()
+        log.seek(0)
+        text = log.read()
+        log.close()
+    assert play.returncode == 0, text[-3000:]
+    assert after > before + 50, f"the spectrogram did not light up ({before} -> {after} bright pixels)"
+    assert roll_c5 > 5, "the piano roll does not show the typed C5"
+    assert sum(stats["page"]["bad"].values()) == 4 and stats["page"]["refused"] == {}
+    played = re.search(r"MIDI received (\d+)", text)
+    # program change, 2 × (on, off) from the big page, program change + on + off from the phone: 8, nothing else
+    assert played and int(played.group(1)) == 8, text[-2000:]
+    audio, rate = sf.read(wav, dtype="float32")
+    for frame in heard:
+        t = frame / 50
+        quiet, loud = _level_db(audio, rate, t - 0.8, t), _level_db(audio, rate, t + 0.05, t + 0.6)
+        assert loud > quiet + 15, f"no note heard after {t:.2f} s in the recording ({quiet:.1f} -> {loud:.1f} dB)"

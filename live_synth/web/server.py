@@ -259,6 +259,7 @@ class WebPage:
             heard = view.heard_frame()
             if sent_to is None:
                 sent_to = max(0, heard - 250)  # a new page starts with the last 5 s
+                underruns = view.underruns()  # and marks the underruns from now on
             if heard > sent_to and self.link is not None:
                 first, mel, masks, flags = self.link.read_frames(sent_to, heard)
                 now_underruns = view.underruns()
@@ -299,7 +300,12 @@ class SessionView:
 
     def status(self) -> dict:
         p50, p99 = self.link.tick_percentiles_ms() if self.link is not None else (0.0, 0.0)
-        return {"latency": self.latency, "tick_ms_p50": round(p50, 2), "tick_ms_p99": round(p99, 2),
+        latency = dict(self.latency)
+        if "delay" in latency:  # D may grow while playing (live/delay.py): the total follows it
+            delay = round(self._get("delay_ms"), 1)
+            latency["total"] = round(latency["total"] - latency["delay"] + delay, 1)
+            latency["delay"] = delay
+        return {"latency": latency, "tick_ms_p50": round(p50, 2), "tick_ms_p99": round(p99, 2),
                 "ring_ms": round(1000 * self.ring.available() / self.rate, 1), "underruns": self.underruns(),
                 "xruns": int(getattr(self.audio, "underflows", 0)), "rollbacks": int(self._get("rollbacks")),
                 "late_events": int(self._get("late_events")), "steps": int(self._get("steps")),

@@ -22,7 +22,7 @@
     ws.onmessage = (e) => {
       if (typeof e.data === "string") {
         const m = JSON.parse(e.data);
-        if (m.type === "stats") showStats(m);
+        if (m.type === "stats") { state.lastStats = m; showStats(m); }
         else if (m.type === "pong" && state.pong) state.pong(m);
       } else frames(e.data);
     };
