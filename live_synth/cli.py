@@ -334,7 +334,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(TABLE_HEAD)
         print("\n".join(row.markdown() for row in rows))
         return 0
-    from live_synth.bench.latency import run_latency_bench, summary_table
+    from live_synth.bench.latency import run_latency_bench, runs_table, summary_table
 
     check_output_folder(args.png)
     if len(args.model) > 1 or len(args.engine) > 1 or len(args.steps) > 1 or len(args.hop) > 1:
@@ -350,8 +350,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
            "hop": args.hop[0], "lead_ms": args.lead_ms}
     results = run_latency_bench(args.notes, play_args, out or Path("bench-latency.jsonl"),
                                 Path(args.png) if args.png else None, seed=args.seed,
-                                with_fluidsynth=not args.no_fluidsynth, key=key, log=say)
+                                with_fluidsynth=not args.no_fluidsynth, key=key, log=say, runs=args.runs,
+                                busy=args.busy)
     print(summary_table(results))
+    if args.runs > 1:
+        print()
+        print(runs_table(results))
     return 0
 
 
@@ -449,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ticks", type=int, default=40, help="throughput: live ticks timed per configuration")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--no-fluidsynth", action="store_true", help="latency: measure live-synth only")
+    bench.add_argument("--runs", type=int, default=1,
+                       help="latency: rounds of live-synth then FluidSynth; medians and worst run are printed")
+    bench.add_argument("--busy", action="store_true", help="latency: a second process spins on the CPU throughout")
     bench.add_argument("--out", help="JSON lines to append to (latency default: bench-latency.jsonl)")
     bench.add_argument("--png", help="latency: histogram + per-note timeline")
     bench.set_defaults(func=cmd_bench)

@@ -55,11 +55,16 @@ class LatencyResult:
     pitches: list[int] = field(default_factory=list, repr=False)
     onset_frames: list[int | None] = field(default_factory=list, repr=False)
     earliest_ms: float = 0.0  # onsets were sought from here on (the synth's queued audio; `measure`)
+    playing_s: float = 0.0  # from the first note-on to the end of the capture: the window xruns are rated over
+    xruns_playing: int = 0  # the server's xruns in that window (start-up excluded: loading a model is not playing)
+    run: int = 0
 
     def stats(self) -> dict:
         found = np.array([x for x in self.latencies_ms if x is not None], np.float64)
         out = {"synth": self.synth, "notes": self.notes, "missed": self.notes - len(found), "xruns": self.xruns,
-               "earliest_ms": self.earliest_ms}
+               "earliest_ms": self.earliest_ms, "run": self.run, "xruns_playing": self.xruns_playing,
+               "playing_s": self.playing_s,
+               "xruns_per_min": 60.0 * self.xruns_playing / self.playing_s if self.playing_s else None}
         if len(found):
             out.update({"min_ms": found.min(), "p50_ms": np.percentile(found, 50), "p95_ms": np.percentile(found, 95),
                         "p99_ms": np.percentile(found, 99), "max_ms": found.max(), "jitter_ms": found.std()})
@@ -68,9 +73,13 @@ class LatencyResult:
             t = np.array(ticks)
             out["tick_ms"] = {"p50": np.percentile(t, 50), "p90": np.percentile(t, 90), "p99": np.percentile(t, 99),
                               "max": t.max(), "n": len(t)}
-        for key in ("underruns", "underflows", "late_ticks", "midi_dropped"):
+        for key in ("underruns", "underflows", "late_ticks", "midi_dropped", "late_events", "server_xruns",
+                    "audio_priority", "delay_ms", "delay_changes"):
             if key in self.synth_report:
                 out[key] = self.synth_report[key]
+        callback = self.synth_report.get("callback") or {}
+        if callback.get("callbacks"):  # the audio callback's own duration against the period (play's report)
+            out["callback_ms"] = {k: callback[k] for k in ("p50_ms", "p99_ms", "max_ms", "period_ms", "gap_max_ms")}
         return {k: (round(float(v), 3) if isinstance(v, (float, np.floating)) else v) for k, v in out.items()}
 
 
@@ -160,11 +169,12 @@ def measure(synth: str, notes: list[ScheduledNote], seconds: float, tag: str, pl
             time.sleep(1.0)  # let the synthesizer settle (pre-fill, first ticks) before the first note
             probe.client.connect(f"{tag}-probe:midi_out", midi_ports[0])
             probe.client.connect(audio_ports[0], f"{tag}-probe:in")
-            first = probe.frames_seen
+            first, xruns_before = probe.frames_seen, probe.xruns
             probe.play(notes, offset_frames=0)
             end = notes[-1].off_frame + int(1.5 * probe.rate)
             while probe.frames_seen < first + end and process.poll() is None:
                 time.sleep(0.05)
+            xruns_playing, playing_s = probe.xruns - xruns_before, (probe.frames_seen - first) / probe.rate
             if synth == "fluidsynth":
                 process.send_signal(signal.SIGINT)
             err = _stop(process, timeout=seconds + 30)
@@ -189,20 +199,60 @@ def measure(synth: str, notes: list[ScheduledNote], seconds: float, tag: str, pl
     latencies = [None if o is None else (o - at) / probe.rate * 1e3 for o, at in zip(onsets, frames)]
     return LatencyResult(synth, {"args": play_args} if synth == "live-synth" else {"soundfont": soundfont},
                          probe.rate, probe.period, len(frames), latencies, [f / probe.rate for f in frames],
-                         probe.xruns, report, probe.audio, frames, [pitch for _, pitch in sent], onsets, earliest_ms)
+                         probe.xruns, report, probe.audio, frames, [pitch for _, pitch in sent], onsets, earliest_ms,
+                         playing_s, xruns_playing)
 
 
 def run_latency_bench(n_notes: int, play_args: list[str], out_jsonl: Path, png: Path | None, seed: int = 0,
-                      with_fluidsynth: bool = True, key: dict | None = None, log=print) -> list[LatencyResult]:
-    """Measure live-synth (and FluidSynth) with the same note schedule; append JSON lines; plot."""
+                      with_fluidsynth: bool = True, key: dict | None = None, log=print, runs: int = 1,
+                      busy: bool = False) -> list[LatencyResult]:
+    """Measure live-synth (and FluidSynth) with the same note schedule, `runs` times in turn; append a JSON line per
+    synth and run, and one per synth summarising the runs (medians and worst run); plot. `busy`: a second process
+    spins on the CPU throughout (a player's laptop), for both synthesizers alike."""
     tag = f"lsb{os.getpid()}"
     spacing, hold = 0.8, 0.35
     notes = schedule(n_notes, _server_rate(tag), spacing, hold, start_s=0.5, seed=seed)  # one schedule for both
     seconds = n_notes * spacing + 4.0
     results = []
-    for synth in (["live-synth"] + (["fluidsynth"] if with_fluidsynth else [])):
-        results.append(measure(synth, notes, seconds, tag, play_args, log=log))
-    rows, provenance = [], {"revision": revision(), "machine": machine()}
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        for run in range(runs):
+            for synth in (["live-synth"] + (["fluidsynth"] if with_fluidsynth else [])):
+                log(f"bench latency: run {run + 1} of {runs}")
+                result = measure(synth, notes, seconds, tag, play_args, log=log)
+                result.run = run
+                results.append(result)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    provenance = {"revision": revision(), "machine": machine(), "command": " ".join(["live-synth", *sys.argv[1:]]),
+                  "busy": busy}
+    write_rows(results, out_jsonl, provenance, key)
+    if png is not None:
+        plot_latencies(results[:2] if runs > 1 else results, png)
+    return results
+
+
+def across_runs(results: list[LatencyResult]) -> dict[str, dict]:
+    """Per synthesizer over its runs: the median and the worst run of notes heard, p50, p99, jitter, xruns/min."""
+    out = {}
+    for synth in dict.fromkeys(r.synth for r in results):
+        stats = [r.stats() for r in results if r.synth == synth]
+        row = {"synth": synth, "runs": len(stats)}
+        for name, worst in (("heard", min), ("p50_ms", max), ("p99_ms", max), ("jitter_ms", max),
+                            ("xruns_per_min", max), ("xruns_playing", max)):
+            values = [s["notes"] - s["missed"] if name == "heard" else s.get(name) for s in stats]
+            values = [v for v in values if v is not None]
+            if values:
+                row[name] = {"median": round(float(np.median(values)), 3), "worst": round(float(worst(values)), 3),
+                             "all": [round(float(v), 3) for v in values]}
+        out[synth] = row
+    return out
+
+
+def write_rows(results: list[LatencyResult], out_jsonl: Path, provenance: dict, key: dict | None) -> None:
+    rows = []
     for result in results:
         row = {**provenance, "rate": result.rate, "period": result.period,
                **(key or {}), **result.stats(), "latencies_ms": [None if x is None else round(x, 3)
@@ -210,13 +260,17 @@ def run_latency_bench(n_notes: int, play_args: list[str], out_jsonl: Path, png: 
         if result.synth != "live-synth":
             row = {k: v for k, v in row.items() if k not in ("model", "engine", "steps", "hop", "lead_ms")}
         rows.append(row)
+    summary = across_runs(results)
+    for synth, row in summary.items():
+        rows.append({**provenance, "summary_of_runs": True, **((key or {}) if synth == "live-synth" else {}), **row})
+    if "live-synth" in summary and "fluidsynth" in summary:
+        ours, theirs = (summary[s].get("xruns_per_min", {}).get("median") for s in ("live-synth", "fluidsynth"))
+        if ours is not None and theirs:
+            rows[-1]["xrun_ratio_median"] = round(ours / theirs, 3)
     out_jsonl.parent.mkdir(parents=True, exist_ok=True)
     with open(out_jsonl, "a") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
-    if png is not None:
-        plot_latencies(results, png)
-    return results
 
 
 def _server_rate(tag: str) -> int:
@@ -235,15 +289,23 @@ def _server_rate(tag: str) -> int:
 
 def summary_table(results: list[LatencyResult]) -> str:
     """Markdown: one row per synthesizer, then the ratio of live-synth to FluidSynth."""
-    head = ("| synth | notes | missed | min | p50 | p95 | p99 | max | jitter (sd) | xruns | underruns |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| synth | notes | missed | min | p50 | p95 | p99 | max | jitter (sd) | xruns (while playing) | "
+            "underruns |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     stats = [r.stats() for r in results]
+    several = any(s["run"] for s in stats)
     for s in stats:
         cells = [s.get(k) for k in ("min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "jitter_ms")]
         cells = ["—" if c is None else f"{c:.1f} ms" for c in cells]
-        lines.append(f"| {s['synth']} | {s['notes']} | {s['missed']} | " + " | ".join(cells)
-                     + f" | {s['xruns']} | {s.get('underruns', '—')} |")
+        name = f"{s['synth']} (run {s['run'] + 1})" if several else s["synth"]
+        lines.append(f"| {name} | {s['notes']} | {s['missed']} | " + " | ".join(cells)
+                     + f" | {s['xruns']} ({s['xruns_playing']}) | {s.get('underruns', '—')} |")
+    for s in stats:
+        if "callback_ms" in s:
+            c = s["callback_ms"]
+            lines.append(f"| {s['synth']} audio callback: p50 {c['p50_ms']:.3f} / p99 {c['p99_ms']:.3f} / max "
+                         f"{c['max_ms']:.2f} ms of a {c['period_ms']:.2f} ms period (longest gap {c['gap_max_ms']:.1f} "
+                         f"ms), server xruns seen by play {s.get('server_xruns', '—')} | | | | | | | | | | |")
     for s in stats:
         if "tick_ms" in s:
             t = s["tick_ms"]
@@ -254,6 +316,30 @@ def summary_table(results: list[LatencyResult]) -> str:
         lines.append(f"| ratio live-synth / {b['synth']} | | | | {a['p50_ms'] / b['p50_ms']:.1f}x | "
                      f"{a['p95_ms'] / b['p95_ms']:.1f}x | {a['p99_ms'] / b['p99_ms']:.1f}x | | | | |")
     return head + "\n".join(lines)
+
+
+def runs_table(results: list[LatencyResult]) -> str:
+    """Markdown: per synthesizer, the median and the worst of its runs (notes heard, p50, p99, jitter, the server's
+    xruns per minute while the notes played), then live-synth's xruns/min over FluidSynth's (medians)."""
+    summary = across_runs(results)
+    cell = lambda row, name, unit="": (  # noqa: E731
+        f"{row[name]['median']:.1f}{unit} / {row[name]['worst']:.1f}{unit}" if name in row else "—")
+    lines = ["| synth | runs | notes heard (median / worst) | p50 | p99 | jitter (sd) | xruns/min while playing |",
+             "|---|---|---|---|---|---|---|"]
+    for synth, row in summary.items():
+        notes = next(r.notes for r in results if r.synth == synth)
+        lines.append(f"| {synth} | {row['runs']} | {cell(row, 'heard')} of {notes} | {cell(row, 'p50_ms', ' ms')} | "
+                     f"{cell(row, 'p99_ms', ' ms')} | {cell(row, 'jitter_ms', ' ms')} | {cell(row, 'xruns_per_min')} |")
+    if "live-synth" in summary and "fluidsynth" in summary:
+        ours, theirs = (summary[s].get("xruns_per_min", {}).get("median") for s in ("live-synth", "fluidsynth"))
+        ratio = "— (FluidSynth had none)" if not theirs else f"{ours / theirs:.2f}x"
+        lines.append(f"| xruns/min, live-synth / FluidSynth (medians) | | | | | | {ratio} |")
+    callbacks = [r.synth_report.get("callback") for r in results if r.synth_report.get("callback", {}).get("callbacks")]
+    if callbacks:
+        lines.append(f"| live-synth audio callback (worst run) | | | p99 {max(c['p99_ms'] for c in callbacks):.3f} ms | "
+                     f"max {max(c['max_ms'] for c in callbacks):.2f} ms | of a {callbacks[0]['period_ms']:.2f} ms "
+                     f"period | longest gap {max(c['gap_max_ms'] for c in callbacks):.1f} ms |")
+    return "\n".join(lines)
 
 
 def plot_latencies(results: list[LatencyResult], path: Path) -> None:
