@@ -20,14 +20,23 @@ def test_d_grows_to_cover_the_slow_ticks_measured_while_playing():
     assert p.delay_ms == pytest.approx(48.7) and p.changes == 1
 
 
-def test_d_never_shrinks_and_small_moves_are_not_announced():
+def test_d_shrinks_only_on_a_full_window_without_late_events_and_small_moves_are_not_announced():
     p = policy()
-    for _ in range(100):
-        p.observe(5.0)  # asks for 27.7 ms: less than the D in force
+    for _ in range(99):
+        p.observe(5.0)  # asks for 27.7 ms: less than the D in force, but the window is not full yet
     assert p.at_silence(10.0) is None and p.delay_ms == 40.0
+    p.observe(5.0)
+    p.late(0.5)  # a late event since the last change: no shrinking (it raises D instead)
+    assert p.at_silence(20.0) == pytest.approx(41.5)
     for _ in range(100):
-        p.observe(9.3)  # asks for 40.6 ms: under the 1 ms step
-    assert p.at_silence(20.0) is None and p.changes == 0
+        p.observe(5.0)
+    assert p.at_silence(30.0) == pytest.approx(27.7)  # a full window, no late event: D comes down
+    for _ in range(100):
+        p.observe(4.0)  # asks for 24.7 ms: within the 5 ms shrink hysteresis
+    assert p.at_silence(40.0) is None
+    for _ in range(100):
+        p.observe(5.1)  # asks for 28.0 ms: under the 1 ms growth step
+    assert p.at_silence(50.0) is None and p.changes == 2
 
 
 def test_a_late_event_raises_d_by_at_least_how_late_it_was():

@@ -8,9 +8,11 @@ events in a 5-minute soak): ticks get slower while playing than while pre-fillin
 `DelayPolicy` keeps the last `window` tick times (worker thread) and proposes D = `base_ms` + `frames` x their
 `quantile`, or more after a late event (D + how late it was). A larger D is adopted only at a declared moment: no
 note is sounding (so a held note's note-off is placed with the same D as its note-on) and at least `min_interval_s`
-after the last change; the worker calls `at_silence` then. D only grows (by at least `step_ms`, so that a jittery
-quantile does not move it every second), up to `max_ms`: once the machine has shown it can be that slow, a smaller
-D would bring the late events back. `play` prints each change and counts them (`delay_changes`).
+after the last change; the worker calls `at_silence` then. D grows as soon as the recent ticks ask for `step_ms`
+more, up to `max_ms`; it shrinks only on a full window of ticks (30 s) that asks for `shrink_ms` less and no late
+event since the last change: a pre-fill measured while something else loaded the machine does not cost latency for
+the whole session, and a jittery quantile does not move D every second. `play` prints each change and counts them
+(`delay_changes`).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ class DelayPolicy:
     quantile: float = 99.0  # percentile of the recent ticks a note must survive
     window: int = 1500  # recent ticks (30 s at one 20 ms frame per tick)
     min_ticks: int = 100  # ticks needed before the quantile says anything (2 s)
-    step_ms: float = 1.0  # the least change worth announcing
+    step_ms: float = 1.0  # the least growth worth announcing
+    shrink_ms: float = 5.0  # the least shrinking worth announcing (on a full window only)
     max_ms: float = 200.0  # never declare more than this
     min_interval_s: float = 1.0  # between two changes
     changes: int = 0
     _ticks: deque = field(default_factory=deque, repr=False)
     _late_ms: float = 0.0
+    _late_seen: bool = False  # a late event since the last change: no shrinking
     _last_change: float = float("-inf")
     _last_check: float = float("-inf")
 
@@ -48,13 +52,18 @@ class DelayPolicy:
     def late(self, moved_ms: float) -> None:
         """An event had to be moved `moved_ms` later than arrival + D: D was too small by at least that much."""
         self._late_ms = max(self._late_ms, moved_ms)
+        self._late_seen = True
 
     def proposal(self) -> float:
         """The D the recent ticks and late events ask for (never less than the D in force)."""
         wanted = self.delay_ms
         if len(self._ticks) >= self.min_ticks:
             slow = float(np.percentile(np.fromiter(self._ticks, np.float64, len(self._ticks)), self.quantile))
-            wanted = max(wanted, self.base_ms + self.frames * slow)
+            needed = self.base_ms + self.frames * slow
+            if needed >= wanted + self.step_ms:
+                wanted = needed
+            elif len(self._ticks) == self.window and needed <= wanted - self.shrink_ms and not self._late_seen:
+                wanted = needed
         if self._late_ms:
             wanted = max(wanted, self.delay_ms + self._late_ms + self.step_ms)
         return min(wanted, self.max_ms)
@@ -66,8 +75,8 @@ class DelayPolicy:
         self._last_check = now_s  # a quantile over the window costs tens of microseconds: 4 times a second at most
         wanted = self.proposal()
         self._late_ms = 0.0
-        if wanted < self.delay_ms + self.step_ms:
+        if self.delay_ms - self.shrink_ms < wanted < self.delay_ms + self.step_ms:
             return None
-        self.delay_ms, self._last_change = wanted, now_s
+        self.delay_ms, self._last_change, self._late_seen = wanted, now_s, False
         self.changes += 1
         return wanted
