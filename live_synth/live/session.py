@@ -242,8 +242,8 @@ class LiveSession:
                 return
             now_ms = float(side.stats[STATS.index("delay_ms")])
             if now_ms != delay_ms:
-                self.log(f"declared delay D {delay_ms:.1f} -> {now_ms:.1f} ms: the ticks while playing are slower "
-                         "than the pre-fill's (changed while no note was sounding)")
+                self.log(f"declared delay D {delay_ms:.1f} -> {now_ms:.1f} ms, sized from the ticks measured while "
+                         "playing (changed while no note was sounding)")
                 delay_ms = now_ms
             self._status(side.stats, audio, ring)
 

@@ -31,3 +31,33 @@ def test_fluidsynth_latency_is_measured_note_by_note(jack_server):
     # The pitch check used on the default model (play_e2e.py), validated here on a real piano sound.
     detected = [estimate_pitch(result.audio[o + 2400 : o + 2400 + 9600], result.rate) for o in result.onset_frames]
     assert all(abs(d - p) <= 1.0 for d, p in zip(detected, result.pitches)), list(zip(result.pitches, detected))
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not Path(DEFAULT_SOUNDFONT).is_file(),
+                    reason="fluidsynth and fluid-soundfont-gm are needed (apt-get install fluidsynth fluid-soundfont-gm)")
+def test_the_probe_counts_the_servers_xruns_while_the_notes_play(jack_server):
+    """The xrun count that BENCHMARKS.md rates per minute (issue 21): JACK's own xrun notifications over the window
+    the notes play in, start-up excluded. A client beside FluidSynth that overruns its period in every cycle of that
+    window must show up in it."""
+    import threading
+    import time
+
+    import jack
+
+    late = jack.Client(f"{TAG}-late", no_start_server=True)
+    overrun = threading.Event()
+    late.set_process_callback(lambda frames: time.sleep(0.012) if overrun.is_set() else None)
+    late.activate()
+    notes = schedule(4, 48000, spacing_s=0.5, hold_s=0.25, start_s=0.3, seed=2)
+    timer = threading.Timer(2.5, overrun.set)  # FluidSynth is up and the notes play by then (1 s settle + 0.3 s)
+    timer.start()
+    try:
+        result = measure("fluidsynth", notes, seconds=4.0, tag=f"{TAG}x", play_args=[], log=lambda line: None)
+    finally:
+        timer.cancel()
+        late.deactivate()
+        late.close()
+    stats = result.stats()
+    assert result.playing_s > 2.0 and result.xruns_playing >= 5, stats
+    assert stats["xruns_per_min"] == pytest.approx(60 * result.xruns_playing / result.playing_s)
+    assert result.xruns >= result.xruns_playing
