@@ -5,7 +5,8 @@
   const ROLLED_BACK = 1, UNDERRUN = 2, MISSING = 4;
   const LOW = 21, HIGH = 108; // the piano roll's pitch range (88 rows)
   const state = { ws: null, octave: 4, velocity: 100, channel: 0, sustain: false, down: new Map(),
-                  framesReceived: 0, eventsSent: 0, lastFrame: -1, pong: null };
+                  framesReceived: 0, eventsSent: 0, lastFrame: -1, pong: null,
+                  noteLog: [] }; // [epoch ms of the input event, pitch] of recent note-ons (tools/web_latency.py)
   window.liveSynth = state; // read by tests and tools
 
   // ---- socket ----------------------------------------------------------------------------------------------
@@ -131,8 +132,10 @@
   picker.onchange = () => { sendProgram(); picker.blur(); };
 
   // ---- notes -------------------------------------------------------------------------------------------------
-  function noteOn(pitch, velocity) {
+  function noteOn(pitch, velocity, event) {
     if (pitch < 0 || pitch > 127) return;
+    state.noteLog.push([performance.timeOrigin + (event ? event.timeStamp : performance.now()), pitch]);
+    if (state.noteLog.length > 256) state.noteLog.shift();
     midi([0x90 | state.channel, pitch, Math.max(1, Math.min(127, Math.round(velocity)))]);
     keyEl(pitch, true);
   }
@@ -182,7 +185,7 @@
     const r = el.getBoundingClientRect(), y = Math.min(1, Math.max(0, (e.clientY - r.top) / r.height));
     const pitch = Number(el.dataset.pitch);
     state.down.set(`p${e.pointerId}`, [pitch, state.channel]);
-    noteOn(pitch, 20 + 107 * y); // the lower on the key, the louder
+    noteOn(pitch, 20 + 107 * y, e); // the lower on the key, the louder
   });
   const release = (e) => {
     const held = state.down.get(`p${e.pointerId}`); if (!held) return;
@@ -201,7 +204,7 @@
     if (e.code in KEYS) {
       e.preventDefault(); if (e.repeat || state.down.has(e.code)) return;
       const pitch = base() + KEYS[e.code];
-      state.down.set(e.code, [pitch, state.channel]); noteOn(pitch, state.velocity);
+      state.down.set(e.code, [pitch, state.channel]); noteOn(pitch, state.velocity, e);
     } else if (e.code === "Space") { e.preventDefault(); if (!e.repeat) setSustain(true); }
     else if (e.code === "ArrowLeft" || e.code === "ArrowRight") {
       e.preventDefault(); state.octave = Math.max(0, Math.min(8, state.octave + (e.code === "ArrowRight" ? 1 : -1)));
