@@ -1,13 +1,14 @@
 """Minutes of dense music through `play` on a running JACK server, next to FluidSynth playing the same file.
 
-    python tools/soak.py [--seconds 300] [--repeat 26] [--busy] [--fluidsynth] [-- PLAY ARGS ...]
+    python tools/soak.py [--seconds 300] [--repeat 26] [--busy] [--fluidsynth] [--out report.json] [-- PLAY ARGS ...]
 
 The MIDI file is the packaged demo repeated `--repeat` times (the dense soak file of BENCHMARKS.md: 26 times, 323 s,
 7,254 messages). `live-synth play --midi-file` plays it for `--seconds` with the given play arguments; a JACK
 client counts the server's xruns meanwhile (a late client, ours or anyone's). With `--fluidsynth`, FluidSynth then
 plays the same file through the same server for as long, and its xruns are counted the same way: what remains for
 both is the dummy driver's non-real-time scheduling, not our code. `--busy` runs a second process spinning on the
-CPU during both (`python -c 'while True: pass'`), as a player's laptop would. Prints one markdown row per run.
+CPU during both (`python -c 'while True: pass'`), as a player's laptop would. Prints one markdown row per run;
+`--out` also writes the numbers as JSON (atomically) with the revision, the machine and the command.
 """
 
 from __future__ import annotations
@@ -109,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=26)
     parser.add_argument("--busy", action="store_true")
     parser.add_argument("--fluidsynth", action="store_true")
+    parser.add_argument("--out", help="write the numbers as JSON here (with revision, machine, command)")
     args = parser.parse_args(argv)
+    command = "python tools/soak.py " + " ".join(sys.argv[1:])
+    f = None
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -122,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['ticks']} | {r['tick_ms_median']:.1f} / {r['tick_ms_p99']:.1f} | {r['late_ticks']} | "
                   f"{r['underruns']} | {r['underflows']} | {r.get('rollbacks', 0)} ({r.get('frames_regenerated', 0)}) "
                   f"| {r.get('late_events', 0)} (by up to {r.get('late_ms_max', 0.0):.1f} ms) | {r['xruns']} |")
+            callback = r.get("callback") or {}
+            if callback.get("callbacks"):
+                print(f"(audio callback p50 {callback['p50_ms']:.3f} / p99 {callback['p99_ms']:.3f} / max "
+                      f"{callback['max_ms']:.2f} ms of a {callback['period_ms']:.2f} ms period, longest gap "
+                      f"{callback['gap_max_ms']:.1f} ms; declared delay {r.get('delay_ms', 0):.1f} ms after "
+                      f"{r.get('delay_changes', 0)} change(s); {r.get('audio_priority', '')})")
             if args.fluidsynth:
                 f = run_fluidsynth(midi, args.seconds)
                 print(f"| FluidSynth, same file and server{' + busy process' if busy else ''} | {f['seconds']:.1f} s "
@@ -130,6 +140,19 @@ def main(argv: list[str] | None = None) -> int:
         if busy is not None:
             busy.kill()
     print(f"(machine: {os.cpu_count()} CPUs; latency parts declared by play: {r.get('latency')})")
+    if args.out:
+        from live_synth.files import write_bytes_atomic
+        from live_synth.provenance import machine, revision
+
+        play = {k: v for k, v in r.items() if k != "tick_ms"}
+        report = {"revision": revision(), "machine": machine(), "command": command, "busy": args.busy,
+                  "seconds": args.seconds, "repeat": args.repeat, "play_args": extra, "live_synth": play,
+                  "fluidsynth": f, "xruns_per_min": {
+                      # play's own count runs from its first callback (start-up excluded); ours from its launch
+                      "live_synth": 60 * (r["server_xruns"] if r.get("server_xruns") is not None else r["xruns"])
+                      / r["seconds"],
+                      "fluidsynth": 60 * f["xruns"] / f["seconds"] if f else None}}
+        write_bytes_atomic(args.out, (json.dumps(report, indent=1) + "\n").encode())
     return 0
 
 
