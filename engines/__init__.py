@@ -1,9 +1,14 @@
-"""Inference back ends behind one interface (see `engines.base.Engine`).
+"""Inference back ends behind two contracts, one per model family:
 
-Each engine is imported lazily by `load_engine`, so a missing optional library (onnxruntime, tensorrt) only matters
-when that engine is asked for, and then it is a one-line error with an install hint.
+- `engines.base.Engine` (the window family): `encode` a window's conditioning, then `denoise` per sampling step;
+- `engines.frame.FrameEngine` (the causal family): `frame, state = step(slots, prev, state, noise, steps)`.
+
+Each has a torch, an ONNX Runtime and a TensorRT implementation. `engines.select` picks and loads them, importing
+each engine's module lazily, so a missing optional library (onnxruntime, tensorrt) only matters when that engine is
+asked for, and then it is a one-line error with an install hint.
 """
 
-from engines.base import Engine, EngineTimings, load_engine
+from engines.base import Engine, EngineTimings
+from engines.select import ENGINES, load_engine, load_frame_engine, pick_engine
 
-__all__ = ["Engine", "EngineTimings", "load_engine"]
+__all__ = ["ENGINES", "Engine", "EngineTimings", "load_engine", "load_frame_engine", "pick_engine"]

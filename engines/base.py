@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from live_synth.errors import LiveSynthError
-
 if TYPE_CHECKING:
     from live_synth.model.config import ModelConfig
 
@@ -60,6 +58,12 @@ class Engine(ABC):
     def denoise(self, z, tau: float, memory):
         """Predicted ε for noisy frames z [B, T, 128] at noise time tau; doubles the batch when memory is guided."""
 
+    _notes_cache = None  # the last window's tokens and notes-encoder output (engines that keep it set it)
+
+    def forget_notes(self) -> None:
+        """Drop the cached notes-encoder output, so that the next `encode` runs the notes encoder (benchmarks)."""
+        self._notes_cache = None
+
     def warm_up(self, frames: int = 256, tokens: int = 64) -> None:
         """Run each operation once on random inputs so that the first real call is not the slow one."""
         import torch
@@ -78,9 +82,6 @@ class Engine(ABC):
         mem = self.encode(tok, ctx, torch.ones(1, ctx.shape[1], dtype=torch.bool), roll=roll)
         self.denoise(torch.randn(1, frames, 128, generator=gen), 0.5, mem)
         self.timings = EngineTimings()
-
-
-ENGINES = ("auto", "torch", "onnx", "tensorrt")  # auto: the measured fastest for the model's family (synth.py)
 
 
 def key_bucket(keys: int, max_keys: int, step: int = 128) -> int:
@@ -119,32 +120,3 @@ def padded_like(memory, keys: int):
     padded = CrossMemory(kv, bias, frame)
     copy_padded(padded, memory)
     return padded
-
-
-def load_engine(name: str, model, device: str = "cpu", dtype: str = "float32", root=None,
-                cuda_graph: bool = False, threads: int | None = None) -> Engine:
-    """The engine called `name` running `model` (a SpectrogramDiffusion).
-
-    torch: `device` cpu or cuda, `dtype` float32/bfloat16/float16, `cuda_graph` on CUDA.
-    onnx: fp32 graphs in `root/onnx` (default root: the user cache; exported on first use, seconds for the small
-    models). tensorrt: plans in `root/tensorrt-<precision>`, built beforehand by `live-synth export --engine
-    tensorrt` (`dtype` float16/bfloat16/float32), decoder step always replayed from a CUDA graph.
-    """
-    if name in ("auto", "torch"):  # auto: torch for the window family (synth.pick_engine)
-        from engines.torch_engine import TorchEngine
-
-        return TorchEngine(model, device=device, dtype=dtype, cuda_graph=cuda_graph)
-    if name == "onnx":
-        if dtype != "float32":
-            raise LiveSynthError("the onnx engine runs fp32 graphs; half precision is the tensorrt engine's job")
-        from engines.ort_engine import OnnxEngine
-
-        return OnnxEngine.for_model(model, root, device=device, threads=threads)
-    if name == "tensorrt":
-        from engines.tensorrt_engine import TensorRTEngine
-
-        precision = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(dtype)
-        if precision is None:
-            raise LiveSynthError(f"unknown dtype {dtype!r}")
-        return TensorRTEngine.for_model(model, root, precision=precision)
-    raise LiveSynthError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

@@ -78,30 +78,3 @@ class TorchFrameEngine(FrameEngine):
         out = frame.float().cpu().numpy()
         self.timings.add("step", start)
         return out, tuple(new)
-
-
-def load_frame_engine(name: str, model: CausalModel, device: str = "cpu", dtype: str = "float32", root=None,
-                      threads: int | None = None) -> FrameEngine:
-    if name == "auto":
-        from live_synth.synth import pick_engine
-
-        name = pick_engine(name, "causal", device)
-    if name == "torch":
-        return TorchFrameEngine(model, device=device, dtype=dtype)
-    if name == "onnx":
-        from engines.ort_frame import OrtFrameEngine
-
-        return OrtFrameEngine.for_model(model, root, threads=threads)
-    if name == "tensorrt":
-        from pathlib import Path
-
-        from engines.onnx_export import engine_root, weights_fingerprint
-        from engines.tensorrt_engine import TensorRTFrameEngine
-
-        precision = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(dtype, "fp16")
-        plans = Path(root or engine_root(model, weights_fingerprint(model))) / f"tensorrt-causal-{precision}"
-        if not (plans / "manifest.json").is_file():
-            raise LiveSynthError(f"no TensorRT plans in {plans}; build them first with "
-                                 f"`live-synth export --engine tensorrt --precision {precision}`")
-        return TensorRTFrameEngine(plans, [s.numpy() for s in model.initial_state(1)])
-    raise LiveSynthError(f"unknown engine {name!r}")

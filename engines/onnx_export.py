@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from live_synth.engine_cache import weights_fingerprint
 from live_synth.errors import LiveSynthError
 from live_synth.midi.pianoroll import ROLL_FEATURES
 from live_synth.model.decoder import CrossMemory
@@ -49,15 +49,6 @@ OPSET = 17
 MANIFEST = "manifest.json"
 GRAPHS = ("notes", "memory", "denoise")
 FORMAT_VERSION = 2
-
-
-def weights_fingerprint(model: SpectrogramDiffusion) -> str:
-    """A short hash of the config and every weight (fp32 bytes): which model an export belongs to."""
-    digest = hashlib.blake2b(model.config.to_json().encode(), digest_size=12)
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -204,28 +195,23 @@ def atomic_folder(folder: Path):
         raise
 
 
-def read_manifest(folder: str | os.PathLike, fingerprint: str | None = None) -> dict:
-    """The export's manifest; a one-line error if it is missing, from another format, or for other weights."""
+def read_manifest(folder: str | os.PathLike, fingerprint: str | None = None, fmt: int = FORMAT_VERSION,
+                  files: tuple[str, ...] = tuple(f"{g}.onnx" for g in GRAPHS)) -> dict:
+    """An export's manifest (this module's graphs, or another export's `fmt` and `files`, e.g. the causal frame
+    step's); a one-line error if it is missing, from another format, for other weights, or lacks a file."""
     path = Path(folder) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise LiveSynthError(f"{folder}: not an exported engine folder (no {MANIFEST}); run `live-synth export`")
+        raise LiveSynthError(f"{folder}: not an exported engine folder (no {MANIFEST}); run `live-synth export`") \
+            from None
     except (OSError, ValueError) as exc:
         raise LiveSynthError(f"{path}: unreadable manifest ({exc})") from None
-    if manifest.get("format") != FORMAT_VERSION:
-        raise LiveSynthError(f"{folder}: export format {manifest.get('format')} is not {FORMAT_VERSION}; re-export")
+    if manifest.get("format") != fmt:
+        raise LiveSynthError(f"{folder}: export format {manifest.get('format')} is not {fmt}; re-export")
     if fingerprint is not None and manifest.get("fingerprint") != fingerprint:
         raise LiveSynthError(f"{folder}: exported from other weights; re-export with `live-synth export`")
-    missing = [g for g in GRAPHS if not (Path(folder) / f"{g}.onnx").exists()]
+    missing = [f for f in files if not (Path(folder) / f).exists()]
     if missing:
-        raise LiveSynthError(f"{folder}: missing {', '.join(g + '.onnx' for g in missing)}; re-export")
+        raise LiveSynthError(f"{folder}: missing {', '.join(missing)}; re-export")
     return manifest
-
-
-def engine_root(model: SpectrogramDiffusion, fingerprint: str | None = None) -> Path:
-    """Where `live-synth export` puts a model's engines by default: the user cache, keyed by the weights'
-    fingerprint. Inside a root: `onnx/` (the graphs) and `tensorrt-<precision>/` (plans built from them)."""
-    cache = os.environ.get("LIVE_SYNTH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
-                                                      "live-synth")
-    return Path(cache) / "engines" / (fingerprint or weights_fingerprint(model))

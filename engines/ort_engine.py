@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from engines.base import Engine, EngineTimings
-from engines.onnx_export import engine_root, export_onnx, read_manifest, weights_fingerprint
+from engines.onnx_export import export_onnx, read_manifest
+from live_synth.engine_cache import engine_root, weights_fingerprint
 from live_synth.errors import LiveSynthError, MissingDependencyError
 from live_synth.model.decoder import CROSS_MASK_VALUE
 from live_synth.model.network import SpectrogramDiffusion

@@ -24,7 +24,8 @@ from torch import nn
 
 from engines.base import EngineTimings
 from engines.frame import FrameEngine
-from engines.onnx_export import atomic_folder, engine_root, weights_fingerprint
+from engines.onnx_export import atomic_folder, read_manifest
+from live_synth.engine_cache import engine_root, weights_fingerprint
 from live_synth.errors import LiveSynthError, MissingDependencyError
 from live_synth.model.causal import CausalConfig, CausalModel
 from live_synth.model.frame_features import FEATURES
@@ -83,18 +84,9 @@ def export_frame_onnx(model: CausalModel, folder: str | os.PathLike, steps=EXPOR
 
 
 def read_frame_manifest(folder: str | os.PathLike, fingerprint: str | None = None) -> dict:
-    path = Path(folder) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LiveSynthError(f"{folder}: no exported frame step (run `live-synth export --engine onnx`)") from None
-    except (OSError, ValueError) as exc:
-        raise LiveSynthError(f"{path}: unreadable manifest ({exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise LiveSynthError(f"{folder}: not a causal frame-step export ({manifest.get('format')}); re-export")
-    if fingerprint is not None and manifest.get("fingerprint") != fingerprint:
-        raise LiveSynthError(f"{folder}: exported from other weights; re-export")
-    return manifest
+    """The frame step's manifest (`onnx_export.read_manifest` with this export's format; a plan folder holds plans,
+    not graphs, so no file list is checked here)."""
+    return read_manifest(folder, fingerprint, fmt=FORMAT, files=())
 
 
 class OrtFrameEngine(FrameEngine):

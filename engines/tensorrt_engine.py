@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from engines.base import Engine, EngineTimings, copy_padded, key_bucket, padded_like
-from engines.onnx_export import GRAPHS, engine_root, export_onnx, read_manifest, weights_fingerprint
+from engines.onnx_export import GRAPHS, export_onnx, read_manifest
+from live_synth.engine_cache import engine_root, weights_fingerprint
 from live_synth.errors import LiveSynthError, MissingDependencyError
 from live_synth.model.decoder import CROSS_MASK_VALUE, CrossMemory
 

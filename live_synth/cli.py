@@ -1,4 +1,5 @@
-"""Command line: `live-synth render | info | tokens` (`python -m live_synth ...` works the same).
+"""Command line: `live-synth render | play | vocode | export | bench | devices | info | tokens` (`python -m
+live_synth ...` works the same).
 
 Arguments are bound to the library's dataclasses here and nowhere else. A user-caused problem (`LiveSynthError`)
 prints one line on stderr and exits with status 2; bugs keep their tracebacks.
@@ -250,7 +251,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
-    from engines.base import ENGINES
+    from engines.select import ENGINES
 
     group = parser.add_argument_group("engine")
     group.add_argument("--engine", choices=ENGINES, default="auto",
@@ -264,51 +265,25 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Build an engine ahead of time and check it against the torch fp32 engine on random inputs."""
-    from engines.onnx_export import engine_root, export_onnx, weights_fingerprint
-    from live_synth.model import load_model
-    from live_synth.model.causal import CausalModel
+    """Build an engine ahead of time and check it against the torch fp32 engine on random inputs; exit 1 when the
+    check fails (what was built stays on disk for inspection, and the line says where)."""
+    from live_synth.engine_cache import engine_root
 
     check_engine_available("onnx")
-    spec, warning = resolve_model_spec(args.model)
-    loaded = load_model(spec, seed=args.seed)
-    if warning:
-        warn(warning)
-    model = loaded.model
-    fingerprint = weights_fingerprint(model)
-    root = Path(args.out) if args.out else engine_root(model, fingerprint)
+    synth = load_synth(args.model, SynthOptions(engine="torch", seed=args.seed))  # torch: the reference, built fast
+    for line in synth.warnings:
+        warn(line)
+    root = Path(args.out) if args.out else engine_root(synth.model)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"export: {line}", file=sys.stderr))
     start = time.perf_counter()
-    causal = isinstance(model, CausalModel)
-    if causal:
-        from engines.ort_frame import export_frame_onnx
-
-        onnx_dir = export_frame_onnx(model, root / "onnx-causal", progress=say)
-    else:
-        onnx_dir = export_onnx(model, root / "onnx", progress=say)
-    say(f"ONNX graphs in {onnx_dir} ({time.perf_counter() - start:.1f} s)")
-    if args.engine == "onnx":
-        from engines.parity import check_engine, check_frame_engine
-
-        if causal:
-            from engines.ort_frame import OrtFrameEngine
-
-            report = check_frame_engine(OrtFrameEngine(onnx_dir, fingerprint=fingerprint), model)
-        else:
-            from engines.ort_engine import OnnxEngine
-
-            report = check_engine(OnnxEngine(onnx_dir, fingerprint=fingerprint), model)
-        say(f"onnxruntime vs torch fp32 on random inputs: {report}")
-    elif causal:
-        from engines.tensorrt_engine import build_frame_plans
-
-        plans = build_frame_plans(onnx_dir, root / f"tensorrt-causal-{args.precision}", args.precision, progress=say)
-        say(f"TensorRT plans in {plans} ({time.perf_counter() - start:.1f} s)")
-    else:
-        from engines.tensorrt_engine import build_plans
-
-        plans = build_plans(onnx_dir, root / f"tensorrt-{args.precision}", args.precision, progress=say)
-        say(f"TensorRT plans in {plans} ({time.perf_counter() - start:.1f} s)")
+    result = synth.export(root, args.engine, args.precision, progress=say)
+    say(f"{args.engine} engine in {result.folder} ({time.perf_counter() - start:.1f} s)")
+    runtime = {"onnx": "onnxruntime", "tensorrt": "TensorRT"}[args.engine]
+    verdict = f"{runtime} vs torch fp32 on random inputs: {result.report} (bound {result.bound:.0e})"
+    if not result.passes:
+        print(f"live-synth: error: {verdict}: FAILED; do not use {result.folder}", file=sys.stderr)
+        return 1
+    say(f"{verdict}: passes")
     print(root)
     return 0
 

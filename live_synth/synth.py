@@ -6,10 +6,13 @@
 
 Two families sit behind it, siblings (architecture.md):
 - `WindowSynth`: the T5 encoders + FiLM decoder of the published weights (and the project's first default model):
-  token windows, a sampler over whole windows, live by continuation or inpainting (`live/generator.py`);
+  token windows, a sampler over whole windows, live by continuation or inpainting (`window_stream.py`);
 - `CausalSynth`: the causal frame model (`model/causal.py`): one frame per engine step, live one frame at a time
   with rewind for rollback (`causal_stream.py`).
-Neither the CLI, the live worker nor the benchmarks branch on the family; they call this.
+Each family's policy lives here too: its live defaults (`live_hop`, `live_lead_ms`, `declares_delay`), its export
+(`export`: graphs or plans, checked against torch), what a benchmark times (`time_parts`) and whether it makes one
+frame at a time (`frame_by_frame`). Neither the CLI, the live session, the benchmarks nor the tools branch on the
+family; they ask the synth.
 
 Also here, below the CLI so that imports run one way: which model "default" means (`resolve_model_spec`), the
 package's own files (`packaged_path`) and reading a song (`load_song`).
@@ -74,7 +77,7 @@ def song_frames(ns: NoteSequence) -> int:
 
 @dataclass(frozen=True)
 class SynthOptions:
-    engine: str = "auto"  # see `pick_engine`
+    engine: str = "auto"  # see `engines.select.pick_engine`
     device: str = "cpu"
     dtype: str = "float32"
     engine_dir: str | None = None
@@ -108,9 +111,40 @@ class LiveStream(Protocol):
         """How far past a frame's start its notes must be known, in frames."""
 
 
+@dataclass(frozen=True)
+class ExportResult:
+    """What `Synth.export` built (`folder`: ONNX graphs or TensorRT plans) and how it compares with torch fp32."""
+
+    folder: Path
+    report: object  # engines.parity.ParityReport
+    bound: float  # the largest relative error that passes (engines/parity.py says why each bound)
+
+    @property
+    def passes(self) -> bool:
+        return self.report.passes(self.bound)
+
+
+PRECISION_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+
+def median_ms(fn, repeats: int) -> float:
+    import statistics
+    import time
+
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
 class Synth:
     family: str
     steps: int
+    live_hop: int  # frames per live tick unless asked (`play --hop`)
+    declares_delay: bool  # live notes sound at arrival + a declared delay D (rollback), else at the generated end
+    frame_by_frame: bool  # one frame per engine step from the model's own state: render == live, rewindable
 
     def __init__(self, loaded, options: SynthOptions, warning: str | None):
         self.loaded, self.options = loaded, options
@@ -137,6 +171,25 @@ class Synth:
     def live_stream(self, hop: int, strategy: str | None = None) -> LiveStream:
         raise NotImplementedError
 
+    def live_lead_ms(self, delay_ms: float, ahead: int) -> float:
+        """Audio kept generated ahead of the playhead (ms) when `play --lead-ms` is not given, for a declared delay
+        `delay_ms` and `ahead` speculative frames (the causal family; the window family declares no delay)."""
+        raise NotImplementedError
+
+    def export(self, root: Path, engine: str, precision: str = "fp16", progress=None) -> ExportResult:
+        """Build `engine`'s graphs (onnx) or plans (tensorrt) under `root` and check them against torch fp32 on
+        random inputs; the caller decides what a failed check means (`live-synth export` exits 1)."""
+        raise NotImplementedError
+
+    def time_parts(self, repeats: int) -> dict[str, float]:
+        """Median ms of the engine's operations at batch 1 (`encode_cold`, `encode_warm`: NaN where the family has
+        none; `step`: one denoise call, or one frame with its sampling steps), after `warm_up`."""
+        raise NotImplementedError
+
+    @property
+    def sampler_name(self) -> str:
+        return self.options.sampler
+
     def warm_up(self) -> None:
         self.engine.warm_up()
 
@@ -146,9 +199,13 @@ class Synth:
 
 class WindowSynth(Synth):
     family = "window"
+    live_hop = 4  # 80 ms: the window family's live defaults were measured at hop 4 (BENCHMARKS.md)
+    declares_delay = False
+    frame_by_frame = False
+    LEAD_MS = 200.0  # ring fill target: a window tick must finish before the ring drains
 
     def __init__(self, loaded, options: SynthOptions, warning: str | None):
-        from engines import load_engine
+        from engines.select import load_engine
         from live_synth.sampling.samplers import make_sampler
 
         super().__init__(loaded, options, warning)
@@ -156,15 +213,16 @@ class WindowSynth(Synth):
         self.steps = self.config.sampling_steps(options.steps, RENDER_STEPS)
         self.engine = load_engine(options.engine, self.model, device=options.device, dtype=options.dtype,
                                   root=options.engine_dir, cuda_graph=options.cuda_graph)
-        self._songs: dict[int, object] = {}
+        self._song: tuple[NoteSequence, object] | None = None  # (the last song, its windows)
 
     def _windows(self, ns: NoteSequence):
+        """The song's windows, kept for the last song (`song_warnings` then `render` tokenize once). Kept by the
+        object itself, not its id(): a new song may reuse a freed song's id."""
         from live_synth.render import song_windows
 
-        key = id(ns)
-        if key not in self._songs:
-            self._songs = {key: song_windows(ns, self.config)}
-        return self._songs[key]
+        if self._song is None or self._song[0] is not ns:
+            self._song = (ns, song_windows(ns, self.config))
+        return self._song[1]
 
     def song_warnings(self, ns: NoteSequence, name: str) -> list[str]:
         song = self._windows(ns)
@@ -186,12 +244,61 @@ class WindowSynth(Synth):
                           generator, on_segment=progress, rolls=song.rolls)
 
     def live_stream(self, hop: int, strategy: str | None = None, sampler: str = "ddim") -> LiveStream:
-        from live_synth.live.generator import LiveGenerator, LivePolicy
+        from live_synth.window_stream import LiveGenerator, LivePolicy
 
         strategy = strategy or ("inpaint" if self.config.target_length >= 256 else "continuation")
         steps = self.config.sampling_steps(self.options.steps, PLAY_STEPS)
         return LiveGenerator(self.engine, LivePolicy(hop, steps, sampler, strategy, self.options.guidance),
                              seed=self.options.seed)
+
+    def live_lead_ms(self, delay_ms: float, ahead: int) -> float:
+        return self.LEAD_MS
+
+    def export(self, root: Path, engine: str, precision: str = "fp16", progress=None) -> ExportResult:
+        from engines.onnx_export import export_onnx
+        from engines.parity import RELATIVE_BOUNDS, check_engine
+        from live_synth.engine_cache import weights_fingerprint
+
+        fingerprint = weights_fingerprint(self.model)
+        onnx_dir = export_onnx(self.model, root / "onnx", progress=progress)
+        if engine == "onnx":
+            from engines.ort_engine import OnnxEngine
+
+            report = check_engine(OnnxEngine(onnx_dir, fingerprint=fingerprint), self.model)
+            return ExportResult(onnx_dir, report, RELATIVE_BOUNDS["float32"])
+        from engines.tensorrt_engine import TensorRTEngine, build_plans
+        from engines.torch_engine import TorchEngine
+
+        plans = build_plans(onnx_dir, root / f"tensorrt-{precision}", precision, progress=progress)
+        report = check_engine(TensorRTEngine(plans, fingerprint), self.model,
+                              reference=TorchEngine(self.model, device="cuda"))
+        return ExportResult(plans, report, RELATIVE_BOUNDS[PRECISION_DTYPES[precision]])
+
+    def time_parts(self, repeats: int) -> dict[str, float]:
+        """On the demo's windows; a cold encode runs the notes encoder (its cached output dropped first)."""
+        import torch
+
+        from live_synth.render import context_window, real_length, song_windows
+
+        cfg, engine = self.config, self.engine
+        song = song_windows(load_song(str(packaged_path("demo.mid"))), cfg)
+        gen = torch.Generator().manual_seed(0)
+        windows = [torch.tensor([list(s[: real_length(s)])]) for s in song.segments]
+        rolls = [torch.from_numpy(r)[None] for r in song.rolls] if song.rolls else [None] * len(windows)
+        context, mask = context_window(torch.rand(cfg.context_length, 128) * 8 - 6, cfg.context_length)
+        k = iter(range(10**9))
+
+        def cold():
+            i = next(k) % len(windows)
+            engine.forget_notes()
+            return engine.encode(windows[i], context, mask, roll=rolls[i])
+
+        encode_cold = median_ms(cold, repeats)
+        memory = engine.encode(windows[0], context, mask, roll=rolls[0])
+        encode_warm = median_ms(lambda: engine.encode(windows[0], context, mask, roll=rolls[0]), repeats)
+        z = torch.randn(1, cfg.target_length, 128, generator=gen)
+        step = median_ms(lambda: engine.denoise(z, 0.5, memory), repeats)
+        return {"encode_cold": encode_cold, "encode_warm": encode_warm, "step": step}
 
     def describe(self) -> str:
         return f"window family, {self.options.sampler} {self.steps} steps, engine {self.engine.name}"
@@ -199,9 +306,12 @@ class WindowSynth(Synth):
 
 class CausalSynth(Synth):
     family = "causal"
+    live_hop = 1  # one 20 ms frame per tick: a note waits for no hop, and rollback regenerates few frames
+    declares_delay = True
+    frame_by_frame = True
 
     def __init__(self, loaded, options: SynthOptions, warning: str | None):
-        from engines.frame import load_frame_engine
+        from engines.select import load_frame_engine
 
         super().__init__(loaded, options, warning)
         self.steps = self.config.sampling_steps(options.steps)
@@ -229,24 +339,47 @@ class CausalSynth(Synth):
 
         return CausalLiveStream(self.engine, self.steps, self.options.seed, hop=hop)
 
+    def live_lead_ms(self, delay_ms: float, ahead: int) -> float:
+        return delay_ms + ahead * 1000.0 / FRAME_RATE  # the delay, then `ahead` speculative frames
 
-def pick_engine(name: str, family: str, device: str) -> str:
-    """`auto`: ONNX Runtime for the causal family on a CPU (its frame step ran 3-4x faster than eager torch at
-    batch 1, BENCHMARKS.md), torch otherwise (the window family's live defaults were measured with it)."""
-    if name != "auto":
-        return name
-    if family == "causal" and device == "cpu":
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "torch"
-        return "onnx"
-    return "torch"
+    @property
+    def sampler_name(self) -> str:
+        return "causal DDIM"
+
+    def export(self, root: Path, engine: str, precision: str = "fp16", progress=None) -> ExportResult:
+        from engines.ort_frame import OrtFrameEngine, export_frame_onnx
+        from engines.parity import FRAME_BOUND, RELATIVE_BOUNDS, check_frame_engine
+        from live_synth.engine_cache import weights_fingerprint
+
+        fingerprint = weights_fingerprint(self.model)
+        onnx_dir = export_frame_onnx(self.model, root / "onnx-causal", progress=progress)
+        if engine == "onnx":
+            report = check_frame_engine(OrtFrameEngine(onnx_dir, fingerprint=fingerprint), self.model)
+            return ExportResult(onnx_dir, report, FRAME_BOUND)
+        from engines.tensorrt_engine import TensorRTFrameEngine, build_frame_plans
+
+        plans = build_frame_plans(onnx_dir, root / f"tensorrt-causal-{precision}", precision, progress=progress)
+        trt = TensorRTFrameEngine(plans, [s.numpy() for s in self.model.initial_state(1)])
+        return ExportResult(plans, check_frame_engine(trt, self.model),
+                            max(FRAME_BOUND, RELATIVE_BOUNDS[PRECISION_DTYPES[precision]]))
+
+    def time_parts(self, repeats: int) -> dict[str, float]:
+        """One frame step at batch 1 with the synth's sampling steps, on random inputs (no encoder: NaN)."""
+        from live_synth.model.frame_features import FEATURES
+
+        engine, nan = self.engine, float("nan")
+        rng = np.random.default_rng(0)
+        state = engine.initial_state()
+        slots = np.zeros((1, self.config.slots, FEATURES), np.float32)
+        prev = rng.uniform(-1, 0, (1, 128)).astype(np.float32)
+        noise = rng.standard_normal((1, 2, 128)).astype(np.float32)
+        step = median_ms(lambda: engine.step(slots, prev, state, noise, self.steps), repeats)
+        return {"encode_cold": nan, "encode_warm": nan, "step": step}
 
 
 def load_synth(spec: str, options: SynthOptions = SynthOptions()) -> Synth:
     """The synth for a model spec (a folder, a preset, or "default"); one-line errors for bad models or engines."""
+    from engines.select import pick_engine
     from live_synth.model import load_model
     from live_synth.model.causal import CausalModel
 

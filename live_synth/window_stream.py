@@ -1,4 +1,5 @@
-"""The generation worker's compute: committed frames + live notes → the next `hop` frames, one tick at a time.
+"""The window family's live stream, the twin of `causal_stream.py`: committed frames + live notes → the next `hop`
+frames, one tick at a time (what `WindowSynth.live_stream` returns to the live worker).
 
 Two strategies (architecture.md), chosen per model:
 - "continuation" (models trained on short targets, e.g. the `live` preset): generate the window that starts at the

@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from engines import load_engine
-from engines.onnx_export import GraphNames, export_onnx, read_manifest, weights_fingerprint
+from engines.onnx_export import GraphNames, export_onnx, read_manifest
+from live_synth.engine_cache import weights_fingerprint
 from engines.parity import RELATIVE_BOUNDS, check_engine
 from engines.tensorrt_engine import build_plan_settings, tensorrt_status
 from engines.torch_engine import TorchEngine
 from live_synth.cli import main as cli_main
 from live_synth.errors import LiveSynthError
-from live_synth.live.generator import LiveGenerator, LivePolicy
+from live_synth.window_stream import LiveGenerator, LivePolicy
 from live_synth.midi import Note, NoteSequence
 from live_synth.model.config import preset
 from live_synth.model.network import SpectrogramDiffusion

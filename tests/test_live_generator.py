@@ -10,7 +10,7 @@ import torch
 
 from engines.torch_engine import TorchEngine
 from live_synth.errors import LiveSynthError
-from live_synth.live.generator import LiveGenerator, LivePolicy
+from live_synth.window_stream import LiveGenerator, LivePolicy
 from live_synth.midi import Note, NoteSequence
 from live_synth.model.config import preset
 from live_synth.model.network import SpectrogramDiffusion

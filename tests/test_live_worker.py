@@ -14,7 +14,7 @@ from engines.torch_engine import TorchEngine
 from live_synth.causal_stream import CausalLiveStream, render_events
 from live_synth.constants import HOP
 from live_synth.live.audio_out import OutputFeed, Resampler
-from live_synth.live.generator import LiveGenerator, LivePolicy
+from live_synth.window_stream import LiveGenerator, LivePolicy
 from live_synth.live.ring import SpscRing
 from live_synth.live.worker import GenerationWorker
 from live_synth.midi.events import NoteEvents

@@ -225,7 +225,7 @@ def test_rollout_context_is_what_the_live_generator_commits(tmp_path):
     the frames LiveGenerator commits tick by tick."""
     from engines.torch_engine import TorchEngine
     from live_synth.audio.features import scale_features
-    from live_synth.live.generator import LiveGenerator, LivePolicy
+    from live_synth.window_stream import LiveGenerator, LivePolicy
     from live_synth.model.network import SpectrogramDiffusion
     from live_synth.training.trainer import read_shard, rollout_context
 

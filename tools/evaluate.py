@@ -622,7 +622,7 @@ def load_stack(args: argparse.Namespace) -> tuple[Stack, dict]:
     vocoder = GriffinLimVocoder(n_iter=args.griffin_lim_iters, seed=seeds[0]) if griffin_lim \
         else load_vocoder(vocoder_spec)
     stack = Stack(synth, vocoder, seeds)
-    sampler = args.sampler if synth.family == "window" else "causal DDIM"
+    sampler = synth.sampler_name
     settings = {"model": args.model, "model_source": synth.source, "random_weights": synth.loaded.random_weights,
                 "family": synth.family, "engine": synth.engine.name, "vocoder": vocoder.name,
                 "griffin_lim": griffin_lim, "sampler": sampler, "steps": args.steps, "guidance": args.guidance,

@@ -109,8 +109,10 @@ def measure(name: str, audio: np.ndarray, rate: int) -> dict:
 def live_audio(synth, vocoder, midi_path: Path, delay_ms: float) -> np.ndarray:
     from live_level import live_mel
 
-    lead = 0.18 if synth.family == "causal" else 0.25
-    mel, _ = live_mel(synth, midi_path, 1 if synth.family == "causal" else 4, lead, delay_ms / 1e3)
+    from live_synth.live.generation import PlaySettings
+
+    lead_s = synth.live_lead_ms(delay_ms, PlaySettings.ahead) / 1e3  # play's defaults
+    mel, _ = live_mel(synth, midi_path, synth.live_hop, lead_s, delay_ms / 1e3)
     return vocoder(mel)
 
 

@@ -32,6 +32,7 @@ from live_synth.audio import load_vocoder, save_spectrogram_rows_png, write_wav_
 from live_synth.constants import FRAME_RATE, HOP, SAMPLE_RATE  # noqa: E402
 from live_synth.errors import LiveSynthError  # noqa: E402
 from live_synth.live.audio_out import OutputFeed, Resampler  # noqa: E402
+from live_synth.live.generation import PlaySettings  # noqa: E402
 from live_synth.live.midi_file import MidiFileSource  # noqa: E402
 from live_synth.live.ring import SpscRing  # noqa: E402
 from live_synth.live.worker import GenerationWorker  # noqa: E402
@@ -66,7 +67,7 @@ class MelCapture:
     def __init__(self, stream):
         self.stream, self.frames = stream, {}
 
-    def __call__(self, mel: np.ndarray) -> np.ndarray:
+    def __call__(self, mel: np.ndarray, events=None) -> np.ndarray:
         first = self.stream.frame - len(mel)
         for i, frame in enumerate(mel):
             self.frames[first + i] = frame
@@ -113,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", help="model folder or 'default' (repeatable)")
     parser.add_argument("--midi", type=Path, help="MIDI file (default: six single piano notes)")
-    parser.add_argument("--hops", type=int, nargs="+", default=[64, 16, 4], help="window family: hops to run")
+    parser.add_argument("--hops", type=int, nargs="+", default=[64, 16, 4], help="models that render in windows: hops to run (a frame-by-frame model runs at its own hop)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's default_steps)")
-    parser.add_argument("--lead-ms", type=float, help="ring lead (default: 250 window family, 180 causal)")
+    parser.add_argument("--lead-ms", type=float, help="ring lead (default: play's, from the model and --delay-ms)")
     parser.add_argument("--delay-ms", type=float, default=100.0, help="causal family: the declared delay (more "
                         "than the simulated device's guard of two 16 ms periods and the regeneration deadline)")
     parser.add_argument("--seed", type=int, default=0)
@@ -131,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 synth = load_synth(spec, SynthOptions(steps=args.steps, sampler="ddim", seed=args.seed))
                 vocoder = load_vocoder(synth.vocoder_path) if args.wav_dir else None
                 runs = {"offline": (synth.render(song), {})}
-                causal = synth.family == "causal"
-                lead = (args.lead_ms or (180.0 if causal else 250.0)) / 1e3
-                for hop in ([1] if causal else args.hops):
+                lead = (args.lead_ms or synth.live_lead_ms(args.delay_ms, PlaySettings.ahead)) / 1e3  # play's
+                for hop in ([synth.live_hop] if synth.frame_by_frame else args.hops):
                     runs[f"live hop {hop}"] = live_mel(synth, midi, hop, lead, args.delay_ms / 1e3)
                 reference = energy_stats(runs["offline"][0])
                 for name, (mel, counters) in runs.items():

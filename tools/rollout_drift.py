@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         synth = load_synth(args.model, SynthOptions(engine=args.engine, steps=args.steps, seed=args.seed))
-        if synth.family != "causal":
-            raise LiveSynthError(f"{args.model}: not a causal model (the window family renders in windows)")
+        if not synth.frame_by_frame:
+            raise LiveSynthError(f"{args.model}: renders in windows, not frame by frame (drift is measured on frames)")
         song = load_song(args.midi)
         period = args.period or next(p for p in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60) if p >= song.total_time)
         events = repeated(NoteEvents.from_sequence(song), period, args.minutes * 60)

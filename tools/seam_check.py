@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         synth = load_synth(args.model, SynthOptions(engine=args.engine, steps=args.steps, seed=args.seed))
-        if synth.family != "causal":
-            raise LiveSynthError(f"{args.model}: not a causal model")
+        if not synth.frame_by_frame:
+            raise LiveSynthError(f"{args.model}: renders in windows, not frame by frame (no chunked render)")
         rows = []
         for path in piece_paths(args.dataset, "validation")[: args.pieces]:
             piece = read_piece(path)

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engines import load_engine  # noqa: E402
+from engines.select import load_engine  # noqa: E402
 from live_synth.render import song_windows  # noqa: E402
 from live_synth.synth import load_song, resolve_model_spec  # noqa: E402
 from live_synth.model import load_model  # noqa: E402

@@ -292,7 +292,7 @@ class _OrtRunner:
     def __init__(self, net: ExcitedNet, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        from engines.onnx_export import engine_root, weights_fingerprint
+        from live_synth.engine_cache import engine_root, weights_fingerprint
 
         fingerprint = weights_fingerprint(net)
         path = engine_root(net, fingerprint) / "excited-vocoder.onnx"

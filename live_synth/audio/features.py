@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +37,16 @@ ISTFT_WINDOW_FLOOR = 1e-2  # see istft
 # TF's _MEL_HIGH_FREQUENCY_Q and _MEL_BREAK_FREQUENCY_HERTZ (HTK mel with a natural log).
 _MEL_Q = 1127.0
 _MEL_BREAK_HZ = 700.0
+
+
+def check_log_mel(log_mel: np.ndarray) -> np.ndarray:
+    """Validate [T, 128] and return it as contiguous float32 (wrong shapes are bugs: ValueError)."""
+    array = np.ascontiguousarray(log_mel, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] != N_MELS:
+        raise ValueError(f"log-mel must have shape [frames, {N_MELS}], got {list(array.shape)}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("log-mel contains NaN or infinite values")
+    return array
 
 
 def num_frames(num_samples: int) -> int:

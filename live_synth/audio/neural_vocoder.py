@@ -500,9 +500,9 @@ class NeuralVocoder:
 
     def __call__(self, log_mel: np.ndarray, events=None) -> np.ndarray:
         """Audio [T * 320] float32 for natural-log mel [T, 128] (mel only: `events` are ignored)."""
-        from live_synth.audio.vocoders import _check_log_mel
+        from live_synth.audio.features import check_log_mel
 
-        features = _check_log_mel(log_mel)
+        features = check_log_mel(log_mel)
         if features.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
         device = self.model.window.device

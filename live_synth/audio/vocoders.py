@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from live_synth.audio.features import MEL_CLIP_MIN, istft, mel_filterbank, stft
+from live_synth.audio.features import MEL_CLIP_MIN, check_log_mel, istft, mel_filterbank, stft
 from live_synth.constants import HOP, N_MELS, SAMPLE_RATE
 from live_synth.errors import CheckpointError, LiveSynthError, MissingDependencyError
 
@@ -41,16 +41,6 @@ class Vocoder(Protocol):
     name: str
 
     def __call__(self, log_mel: np.ndarray, events=None) -> np.ndarray: ...
-
-
-def _check_log_mel(log_mel: np.ndarray) -> np.ndarray:
-    """Validate [T, 128] and return it as contiguous float32 (wrong shapes are bugs: ValueError)."""
-    array = np.ascontiguousarray(log_mel, dtype=np.float32)
-    if array.ndim != 2 or array.shape[1] != N_MELS:
-        raise ValueError(f"log-mel must have shape [frames, {N_MELS}], got {list(array.shape)}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError("log-mel contains NaN or infinite values")
-    return array
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -132,7 +122,7 @@ class GriffinLimVocoder:
 
     def __call__(self, log_mel: np.ndarray, events=None) -> np.ndarray:
         """Audio [T * 320] float32 for natural-log mel [T, 128] (mel only: `events` are ignored)."""
-        features = torch.from_numpy(_check_log_mel(log_mel))
+        features = torch.from_numpy(check_log_mel(log_mel))
         generator = torch.Generator().manual_seed(self.seed)
         with torch.inference_mode():
             magnitude = mel_to_magnitude(features, self.mel_inverse_iter)
@@ -199,7 +189,7 @@ class OnnxVocoder:
 
     def __call__(self, log_mel: np.ndarray, events=None) -> np.ndarray:
         """Audio [T * 320] float32 for natural-log mel [T, 128] (mel only: `events` are ignored)."""
-        features = _check_log_mel(log_mel)
+        features = check_log_mel(log_mel)
         expected = features.shape[0] * self.hop
         if expected == 0:
             return np.zeros(0, dtype=np.float32)

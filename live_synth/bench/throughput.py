@@ -15,7 +15,6 @@ Each operation is warmed up first; medians (and the tick's p99) over repeats are
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 from live_synth.constants import FRAME_RATE, SAMPLE_RATE
 from live_synth.provenance import machine, revision
+from live_synth.synth import median_ms
 
 
 @dataclass
@@ -57,15 +57,6 @@ TABLE_HEAD = ("| model | engine | steps | hop | encode cold / warm (ms) | step (
               "tick p50 / p99 (ms) | offline RTF |\n|---|---|---|---|---|---|---|---|---|")
 
 
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def measure(model_spec: str, engine_name: str, steps: int, hop: int, device: str = "cpu", dtype: str = "float32",
             repeats: int = 20, ticks: int = 40, engine_dir: str | None = None, vocoder_spec: str | None = None,
             sampler: str = "ddim") -> ThroughputRow:
@@ -76,34 +67,20 @@ def measure(model_spec: str, engine_name: str, steps: int, hop: int, device: str
 
     synth = load_synth(model_spec, SynthOptions(engine=engine_name, device=device, dtype=dtype,
                                                 engine_dir=engine_dir, steps=steps or None, sampler=sampler))
-    causal = synth.family == "causal"
-    hop = hop or (1 if causal else 4)
+    hop = hop or synth.live_hop
     stream = synth.live_stream(hop)
     params = sum(p.numel() for p in synth.model.parameters()) / 1e6
     synth.warm_up()
-    engine = synth.engine
-    nan = float("nan")
-    if causal:
-        from live_synth.model.frame_features import FEATURES
-
-        encode_cold = encode_warm = nan
-        rng = np.random.default_rng(0)
-        state = engine.initial_state()
-        slots = np.zeros((1, synth.config.slots, FEATURES), np.float32)
-        prev = rng.uniform(-1, 0, (1, 128)).astype(np.float32)
-        noise = rng.standard_normal((1, 2, 128)).astype(np.float32)
-        step = _median_ms(lambda: engine.step(slots, prev, state, noise, stream.steps), repeats)
-    else:
-        encode_cold, encode_warm, step = _window_parts(synth, repeats)
+    parts = synth.time_parts(repeats)
 
     vocoder = load_vocoder(vocoder_spec or synth.vocoder_path)
-    vstream = streaming_vocoder(vocoder, engine=engine.name)  # as `play` streams it
+    vstream = streaming_vocoder(vocoder, engine=synth.engine.name)  # as `play` streams it
     frames = np.random.default_rng(0).uniform(-6, 1, (hop, 128)).astype(np.float32)
     notes = NoteState()
     for pitch in (60, 64, 67):  # a held chord: the excited vocoder's excitation has three notes to make
         notes.apply(0.0, [0x90, pitch, 90])
     vstream(frames, notes.events())
-    vocoder_ms = _median_ms(lambda: vstream(frames, notes.events()), repeats)
+    vocoder_ms = median_ms(lambda: vstream(frames, notes.events()), repeats)
 
     tick_times = []
     for i in range(ticks + 2):
@@ -118,35 +95,10 @@ def measure(model_spec: str, engine_name: str, steps: int, hop: int, device: str
 
     audio = vocoder(synth.render(song), events=NoteEvents.from_sequence(song))
     rtf = len(audio) / SAMPLE_RATE / (time.perf_counter() - start)
-    return ThroughputRow(synth.source, engine_name, device, dtype, stream.steps, hop, round(params, 2), encode_cold,
-                         encode_warm, step, vocoder_ms, float(np.percentile(tick_times, 50)),
-                         float(np.percentile(tick_times, 99)), hop / FRAME_RATE * 1e3, rtf, vstream.name)
-
-
-def _window_parts(synth, repeats: int) -> tuple[float, float, float]:
-    """(encode cold, encode warm, decoder step) in ms for the window family, on the demo's windows."""
-    from live_synth.render import context_window, real_length, song_windows
-    from live_synth.synth import load_song, packaged_path
-
-    cfg, engine = synth.config, synth.engine
-    song = song_windows(load_song(str(packaged_path("demo.mid"))), cfg)
-    gen = torch.Generator().manual_seed(0)
-    windows = [torch.tensor([list(s[: real_length(s)])]) for s in song.segments]
-    rolls = [torch.from_numpy(r)[None] for r in song.rolls] if song.rolls else [None] * len(windows)
-    context, mask = context_window(torch.rand(cfg.context_length, 128) * 8 - 6, cfg.context_length)
-    k = iter(range(10**9))
-
-    def cold():
-        i = next(k) % len(windows)
-        if len(windows) == 1:
-            engine._notes_cache = None  # one window only: force the notes encoder to run
-        return engine.encode(windows[i], context, mask, roll=rolls[i])
-
-    encode_cold = _median_ms(cold, repeats)
-    memory = engine.encode(windows[0], context, mask, roll=rolls[0])
-    encode_warm = _median_ms(lambda: engine.encode(windows[0], context, mask, roll=rolls[0]), repeats)
-    z = torch.randn(1, cfg.target_length, 128, generator=gen)
-    return encode_cold, encode_warm, _median_ms(lambda: engine.denoise(z, 0.5, memory), repeats)
+    return ThroughputRow(synth.source, engine_name, device, dtype, stream.steps, hop, round(params, 2),
+                         parts["encode_cold"], parts["encode_warm"], parts["step"], vocoder_ms,
+                         float(np.percentile(tick_times, 50)), float(np.percentile(tick_times, 99)),
+                         hop / FRAME_RATE * 1e3, rtf, vstream.name)
 
 
 def run_throughput_bench(models: list[str], engines: list[str], steps: list[int], hops: list[int],

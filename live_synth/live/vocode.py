@@ -79,7 +79,7 @@ class OrtNeuralStream:
     def __init__(self, vocoder, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        from engines.onnx_export import engine_root, weights_fingerprint
+        from live_synth.engine_cache import engine_root, weights_fingerprint
         from live_synth.audio.neural_vocoder import export_step_onnx, onnx_state_names
 
         model = getattr(vocoder, "model", vocoder)
