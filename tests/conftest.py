@@ -9,6 +9,8 @@ from pathlib import Path
 import mido
 import pytest
 
+from live_synth.training.corpus import absolute_events, rebuild_track
+
 # (tick, message) pairs with absolute ticks; one list per track.
 Track = list[tuple[int, mido.Message | mido.MetaMessage]]
 
@@ -155,7 +157,7 @@ def _insert_program_change(track, channel: int, program: int) -> None:
 def _add_sustain(track, channel: int, ticks_per_beat: int, hold_at_end: bool) -> None:
     """Pedal down just after every bar line; up on beat 4 of odd bars, and on the tick of the next pedal-down for even
     bars (up and down on one tick: note_seq handles the down first, so the pedal ends up released)."""
-    events = _absolute(track)
+    events = absolute_events(track)
     end = max(tick for tick, _ in events)
     bar, late = 4 * ticks_per_beat, ticks_per_beat // 4
     for start in range(0, end, bar):
@@ -164,7 +166,7 @@ def _add_sustain(track, channel: int, ticks_per_beat: int, hold_at_end: bool) ->
         events.append((release, _pedal(channel, 0)))
     if hold_at_end:  # a pedal still down when the song ends
         events.append((end, _pedal(channel, 100)))
-    _set_absolute(track, events)
+    rebuild_track(track, events)
 
 
 def _pedal(channel: int, value: int) -> mido.Message:
@@ -172,30 +174,11 @@ def _pedal(channel: int, value: int) -> mido.Message:
 
 
 def _add_tempo_changes(track, ticks_per_beat: int, rng: random.Random) -> None:
-    events = _absolute(track)
+    events = absolute_events(track)
     for k in range(1, 6):
         tempo = rng.choice([300_000, 420_000, 500_000, 650_000, 900_000])
         events.append((k * 8 * ticks_per_beat, mido.MetaMessage("set_tempo", tempo=tempo)))
-    _set_absolute(track, events)
-
-
-def _absolute(track) -> list[tuple[int, object]]:
-    now, events = 0, []
-    for message in track:
-        now += message.time
-        if message.type != "end_of_track":
-            events.append((now, message))
-    return events
-
-
-def _set_absolute(track, events: list[tuple[int, object]]) -> None:
-    events.sort(key=lambda e: e[0])  # stable: messages at the same tick keep their order
-    track.clear()
-    now = 0
-    for tick, message in events:
-        track.append(message.copy(time=tick - now))
-        now = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
+    rebuild_track(track, events)
 
 
 @pytest.fixture(scope="session")

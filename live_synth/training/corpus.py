@@ -213,7 +213,8 @@ def _first_measures(score, quarters: float):
 # --- re-orchestration ------------------------------------------------------------------------------------------------
 
 
-def _absolute(track: mido.MidiTrack) -> list[tuple[int, mido.Message]]:
+def absolute_events(track: mido.MidiTrack) -> list[tuple[int, mido.Message]]:
+    """A track's messages with absolute ticks, end_of_track left out (`rebuild_track` puts one back)."""
     now, events = 0, []
     for message in track:
         now += message.time
@@ -222,7 +223,7 @@ def _absolute(track: mido.MidiTrack) -> list[tuple[int, mido.Message]]:
     return events
 
 
-def _rebuild(track: mido.MidiTrack, events: list[tuple[int, mido.Message]], end: int | None = None) -> None:
+def rebuild_track(track: mido.MidiTrack, events: list[tuple[int, mido.Message]], end: int | None = None) -> None:
     """Replace a track's messages with absolute-tick events (stable sort: equal ticks keep their order)."""
     events = sorted(events, key=lambda e: e[0])
     track.clear()
@@ -307,7 +308,7 @@ def _velocity_curve(rng: random.Random, length: int, tpb: int):
 
 
 def _retarget(track: mido.MidiTrack, instrument: GMInstrument, channel: int, rng: random.Random, tpb: int) -> None:
-    events = _absolute(track)
+    events = absolute_events(track)
     shift = _octave_shift(_pitches(track), instrument)
     velocity = _velocity_curve(rng, max((t for t, _ in events), default=0), tpb)
     out = [(0, mido.Message("program_change", channel=channel, program=instrument.program))]
@@ -328,14 +329,14 @@ def _retarget(track: mido.MidiTrack, instrument: GMInstrument, channel: int, rng
             out.append((start + tpb // 8, mido.Message("control_change", channel=channel, control=64, value=127)))
             out.append((min(start + bar - tpb // 16, end), mido.Message("control_change", channel=channel,
                                                                          control=64, value=0)))  # fmt: skip
-    _rebuild(track, out)
+    rebuild_track(track, out)
 
 
 def _drum_track(parts: list[mido.MidiTrack], tpb: int, rng: random.Random) -> mido.MidiTrack:
     """A drum part on channel 10 doubling the rhythm: kick on beats 1 and 3, snare on 2 and 4, hi-hat off the beat."""
     onsets: dict[int, list[int]] = {}
     for track in parts:
-        for tick, message in _absolute(track):
+        for tick, message in absolute_events(track):
             if message.type == "note_on" and message.velocity > 0:
                 onsets.setdefault(tick, []).append(message.velocity)
     level = rng.randint(-20, 10)
@@ -352,7 +353,7 @@ def _drum_track(parts: list[mido.MidiTrack], tpb: int, rng: random.Random) -> mi
             events.append((tick, mido.Message("note_on", channel=DRUM_CHANNEL, note=pitch, velocity=vv)))
             events.append((tick + tpb // 8, mido.Message("note_off", channel=DRUM_CHANNEL, note=pitch, velocity=0)))
     track = mido.MidiTrack()
-    _rebuild(track, events)
+    rebuild_track(track, events)
     return track
 
 
@@ -380,7 +381,7 @@ def crop(midi: mido.MidiFile, seconds: float) -> None:
     for track in midi.tracks:
         end = min(cut, sum(message.time for message in track))
         kept, sounding, pedals = [], {}, set()
-        for tick, message in _absolute(track):
+        for tick, message in absolute_events(track):
             if tick > cut or (tick == cut and message.type == "note_on" and message.velocity > 0):
                 continue
             kept.append((tick, message))
@@ -392,12 +393,12 @@ def crop(midi: mido.MidiFile, seconds: float) -> None:
                 pedals.add(message.channel)
         kept += [(cut, mido.Message("note_off", channel=c, note=n, velocity=0)) for c, n in sounding]
         kept += [(cut, mido.Message("control_change", channel=c, control=64, value=0)) for c in sorted(pedals)]
-        _rebuild(track, kept, end)
+        rebuild_track(track, kept, end)
 
 
 def _tick_at(midi: mido.MidiFile, seconds: float) -> int:
     """The last tick at or before `seconds`, through the tempo map (tempo changes may sit in any track)."""
-    changes = sorted((t, m.tempo) for track in midi.tracks for t, m in _absolute(track) if m.type == "set_tempo")
+    changes = sorted((t, m.tempo) for track in midi.tracks for t, m in absolute_events(track) if m.type == "set_tempo")
     tick, time, tempo = 0, 0.0, 500_000
     for change_tick, change_tempo in changes:
         span = (change_tick - tick) * tempo / 1e6 / midi.ticks_per_beat
