@@ -104,7 +104,8 @@ def measure_latency(n_notes: int, log=print) -> dict:
                     raise SystemExit(f"play did not come up:\n{log_path.read_text()[-2000:]}")
                 time.sleep(0.2)
             midi_port = sorted(_ports(probe.client, True) - midi_before)[0]
-            audio_port = sorted(p for p in _ports(probe.client, False) - audio_before if "live-synth" in p)[0]
+            audio_port = sorted(p for p in _ports(probe.client, False) - audio_before
+                                if not p.startswith(f"{tag}-probe"))[0]
             probe.client.connect(f"{tag}-probe:midi_out", midi_port)
             probe.client.connect(audio_port, f"{tag}-probe:in")
             url = re.search(r"page: (\S+)", log_path.read_text()).group(1)
@@ -234,7 +235,7 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--notes", type=int, default=20, help="notes per path")
-    parser.add_argument("--out", default="reports/web_latency.json")
+    parser.add_argument("--out", default="reports/web-2026-12-04/web_latency.json")
     args = parser.parse_args()
     report = {"latency": measure_latency(args.notes), "cost": measure_cost(), "machine": machine(),
               "revision": revision(), "command": " ".join(["python", *sys.argv]),
