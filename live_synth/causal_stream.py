@@ -11,7 +11,7 @@ what `render` renders (tested).
 `render_events` is the offline loop: the whole song's features at once, then the frames in order; with `chunks` > 1
 the song is cut into that many pieces rendered side by side as one batch, each starting `warmup` frames early from
 silence (its own history then holds the notes sounding before it), which makes offline several times faster at batch
-1's per-step cost; the seams are measured (tools/evaluate_causal.py) before it is used by default.
+1's per-step cost; the seams are measured by tools/seam_check.py (`CausalSynth.render` cites the numbers).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ A chain is a TOML file (or a shipped preset: `hall`, `room`, `none`, in assets/f
     [[effect]]
     type = "vst3"
     path = "/usr/lib/vst3/ZamComp.vst3"
-    [effect.parameters]             # the plugin's own parameters by name (`live-synth fx --list PLUGIN` shows them)
+    [effect.parameters]             # the plugin's own parameters by name (a wrong name's error lists them all)
     threshold_db = -20.0
 
 A wrong file, an unknown effect or parameter, a value the effect refuses, or a plugin that does not load is one

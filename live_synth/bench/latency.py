@@ -4,9 +4,11 @@ Method (BENCHMARKS.md repeats it next to the numbers):
 - A probe JACK client (`bench.probe.Probe`) writes note-ons into its MIDI output at random offsets inside JACK
   periods and records the synthesizer's audio output on the same frame clock.
 - Latency of a note = first frame of its onset in the captured audio − frame at which its note-on was written.
-  It spans: JACK MIDI delivery (the synth reads MIDI at its next cycle), the synth's own path (for live-synth: MIDI
-  queue → next generation tick → tick compute → streaming vocoder → resampler → ring lead → PortAudio buffer), and
-  the audio's way back to the probe (up to one period, depending on JACK's graph order).
+  It spans: JACK MIDI delivery (the synth reads MIDI at its next cycle), the synth's own path (for live-synth at
+  its defaults: the declared delay D from the note's arrival, within which rollback regenerates, vocodes and
+  resamples the note's frames, then the PortAudio buffer; a synth that declares no delay: the next generation tick,
+  its compute, the vocoder, the resampler and the ring's lead), and the audio's way back to the probe (up to one
+  period, depending on JACK's graph order).
 - Onset: 0.5 ms block RMS crossing 10 % of the way from the 50 ms median level before the note to the note's peak
   and staying above for 10 ms; a note without a clear peak (< 4x that level) is counted as missed. For live-synth
   the search and the level before start at `earliest_answer_ms`, the soonest its answer can be heard (from the
@@ -118,11 +120,11 @@ def _stop(process: subprocess.Popen, timeout: float) -> str:
 def earliest_answer_ms(latency: dict) -> float:
     """The soonest live-synth's answer to a note can be heard, from the latency parts `play` reports.
 
-    Causal family: a note is placed at arrival + the declared delay D, so nothing of it can be heard sooner; 0.8 D
-    leaves room for the frame's 40 ms analysis window, which starts up to a frame before the onset.
-    Window family: the note is stamped at the committed end, behind the ring's fill, which is at least the lead
-    minus the compute of the tick under way; 0.8 x the lead is below every onset measured (BENCHMARKS.md: the
-    earliest were 1.17x the lead at 250 ms, 1.24x at 200, 1.59x at 100, 1.99x at 40)."""
+    A synth that declares a delay D (`Synth.declares_delay`; the report then has `delay`) places a note at arrival +
+    D, so nothing of it can be heard sooner; 0.8 D leaves room for the frame's 40 ms analysis window, which starts
+    up to a frame before the onset. One that declares none stamps the note at the committed end, behind the ring's
+    fill, which is at least the lead minus the compute of the tick under way; 0.8 x the lead is below every onset
+    measured (BENCHMARKS.md: the earliest were 1.17x the lead at 250 ms, 1.24x at 200, 1.59x at 100, 1.99x at 40)."""
     if "delay" in latency:
         return 0.8 * float(latency["delay"])
     return 0.8 * float(latency.get("lead", 0.0))

@@ -4,7 +4,8 @@ Threads:
 - rtmidi's thread (with JACK it is the JACK process thread of our MIDI client) runs `_on_message` only: it
   timestamps the message, stores it in a preallocated slot and bumps counters. It never logs, waits or locks; it
   allocates nothing beyond what python-rtmidi already built (the message list, the clock's float).
-- the generation worker calls `drain()` (the single consumer) and polls `is_alive()` about once a second;
+- the generation worker calls `drain()` (the single consumer); the generation process's control loop
+  (`live/generation.py`, `poll`) calls `is_alive()` about once a second;
 - the control thread constructs, `open()`s and `close()`s.
 
 The queue is a single-producer single-consumer ring of Python object slots. Under CPython's GIL a slot store and an
@@ -29,8 +30,9 @@ Wake-up: every queued message also writes one byte into a non-blocking pipe (`wa
 on that pipe with `select` between ticks, sees a note the moment it arrives instead of at its next poll. A full
 pipe means a wake-up is pending already, and the byte is skipped.
 
-Port vanish: rtmidi has no disconnect callback, so `is_alive()` looks the opened source port up by name; the worker
-polls it (about once a second) and decides what to do (play goes on with the notes it has; see the CLI).
+Port vanish: rtmidi has no disconnect callback, so `is_alive()` looks the opened source port up by name; the
+generation process's `poll` asks about once a second and, when the port is gone, logs one line, releases every
+sounding note and plays on.
 """
 
 from __future__ import annotations
