@@ -45,12 +45,33 @@ def test_griffin_lim_stream_has_the_declared_geometry_and_no_boundary_jumps():
     assert [len(o) for o in out] == [8 * HOP] * 6
     audio = np.concatenate(out)
     assert np.isfinite(audio).all() and audio[HOP:].std() > 0.01
-    # No sample-to-sample jump at chunk boundaries larger than the largest jump inside chunks (crossfaded).
-    steps = np.abs(np.diff(audio))
-    boundaries = [i * 8 * HOP + HOP - 1 for i in range(1, 6)]
-    assert max(steps[b] for b in boundaries) <= steps.max()
-    mel_out = log_mel(torch.from_numpy(audio[HOP:])).numpy()[: 40]
-    assert np.abs(mel_out[5:35] - mel[5:35]).mean() < 1.5  # same sound, roughly (Griffin-Lim, 8 iterations)
+    # No kink at chunk boundaries: the second difference (a sine's is small, a step's is large) where one chunk meets
+    # the next is no larger than anywhere inside the chunks. Measured: at most 0.008 at the boundaries, 0.012 inside;
+    # without the crossfade 0.12.
+    assert boundary_kink(audio, 8) <= inner_kink(audio, 8)
+    # The same sound: the 440 Hz tone comes out at 440 Hz (an octave low passed the old log-mel bound).
+    assert abs(dominant_hz(audio[HOP:]) - 440.0) <= 5.0
+
+
+def boundary_kink(audio: np.ndarray, chunk_frames: int) -> float:
+    curvature = np.abs(np.diff(audio, 2))  # curvature[k] is centred on sample k + 1
+    bounds = range(chunk_frames * HOP, len(audio) - 1, chunk_frames * HOP)
+    return float(max(curvature[b - 2 : b + 1].max() for b in bounds))
+
+
+def inner_kink(audio: np.ndarray, chunk_frames: int) -> float:
+    """The largest second difference away from the chunk boundaries and their crossfaded frame (and the start)."""
+    curvature = np.abs(np.diff(audio, 2))
+    inside = np.ones(len(curvature), bool)
+    inside[: 2 * HOP] = False
+    for b in range(chunk_frames * HOP, len(audio) - 1, chunk_frames * HOP):
+        inside[b - 3 : b + HOP + 3] = False
+    return float(curvature[inside].max())
+
+
+def dominant_hz(audio: np.ndarray, rate: int = 16000) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), n=8 * len(audio)))
+    return float(np.argmax(spectrum) * rate / (8 * len(audio)))
 
 
 def test_streaming_vocoder_picks_the_right_stream():
