@@ -10,22 +10,23 @@ import json
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from engines import load_engine
 from engines.onnx_export import GraphNames, export_onnx, read_manifest
-from live_synth.engine_cache import weights_fingerprint
 from engines.parity import RELATIVE_BOUNDS, check_engine
 from engines.tensorrt_engine import build_plan_settings, tensorrt_status
 from engines.torch_engine import TorchEngine
 from live_synth.cli import main as cli_main
+from live_synth.engine_cache import weights_fingerprint
 from live_synth.errors import LiveSynthError
-from live_synth.window_stream import LiveGenerator, LivePolicy
 from live_synth.midi import Note, NoteSequence
 from live_synth.model.config import preset
 from live_synth.model.network import SpectrogramDiffusion
 from live_synth.render import render_mel, song_windows
 from live_synth.sampling.samplers import make_sampler
+from live_synth.window_stream import LiveGenerator, LivePolicy
 
 pytest.importorskip("onnxruntime")
 from engines.ort_engine import OnnxEngine  # noqa: E402
@@ -143,13 +144,18 @@ def test_cli_export_and_render_with_the_onnx_engine(tmp_path, capsys):
     assert "onnxruntime vs torch fp32" in captured.err and "NON-FINITE" not in captured.err
     manifest = json.loads((root / "onnx" / "manifest.json").read_text())
     assert manifest["opset"] == 17 and manifest["geometry"]["target_length"] == preset("tiny").target_length
-    wavs = []
+    audio = {}
     for engine in ("torch", "onnx"):
         out = tmp_path / f"{engine}.wav"
         assert cli_main(["render", "--demo", "--model", "tiny", "--steps", "2", "--engine", engine,
-                         "--engine-dir", str(root), "-o", str(out), "-q"]) == 0
-        wavs.append(out.read_bytes())
-    assert len(wavs[0]) == len(wavs[1])
+                         "--engine-dir", str(root), "-o", str(out)]) == 0
+        assert f"engine {engine}," in capsys.readouterr().err  # the render says which engine ran it
+        audio[engine], _ = sf.read(out, dtype="float32")
+    # The same song within float tolerance (measured: relative RMS difference 1.5e-4, from the graphs' reordered
+    # float32 sums carried through 2 sampling steps and Griffin-Lim; 16-bit WAVs)
+    assert audio["torch"].shape == audio["onnx"].shape
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a))))  # noqa: E731
+    assert rms(audio["onnx"] - audio["torch"]) < 1e-2 * rms(audio["torch"])
 
 
 def test_cuda_graph_key_buckets_pad_memory_without_changing_the_step(roll_export):
@@ -277,6 +283,33 @@ def test_cli_export_of_a_causal_model_checks_parity_and_tensorrt_says_why_not(tm
     if importlib.util.find_spec("tensorrt") is None:
         assert cli_main(["export", "--engine", "tensorrt", "--model", "causal-tiny", "--out", str(tmp_path)]) == 2
         assert "needs NVIDIA TensorRT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, bound", [("causal-tiny", "FRAME_BOUND"), ("tiny", "RELATIVE_BOUNDS")])
+def test_cli_export_exits_1_when_the_engine_fails_its_parity_check(tmp_path, capsys, monkeypatch, model, bound):
+    """The real check against a bound no float engine meets (0): the graphs differ from torch by ~1e-7..1e-4."""
+    import engines.parity
+
+    monkeypatch.setattr(engines.parity, bound, 0.0 if bound == "FRAME_BOUND" else {"float32": 0.0})
+    assert cli_main(["export", "--engine", "onnx", "--model", model, "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no engine folder printed for a script to use
+    assert "onnxruntime vs torch fp32 on random inputs" in captured.err and "FAILED" in captured.err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available(),
+                    reason="the TensorRT export's check needs NVIDIA TensorRT and a CUDA GPU (neither is here)")
+@pytest.mark.parametrize("model", ["causal-tiny", "tiny"])
+def test_cli_tensorrt_export_checks_its_plans(tmp_path, capsys, monkeypatch, model):
+    import engines.parity
+
+    assert cli_main(["export", "--engine", "tensorrt", "--precision", "fp16", "--model", model,
+                     "--out", str(tmp_path)]) == 0
+    assert "TensorRT vs torch fp32 on random inputs" in capsys.readouterr().err
+    monkeypatch.setattr(engines.parity, "FRAME_BOUND", 0.0)
+    monkeypatch.setattr(engines.parity, "RELATIVE_BOUNDS", {"float16": 0.0})
+    assert cli_main(["export", "--engine", "tensorrt", "--precision", "fp16", "--model", model,
+                     "--out", str(tmp_path)]) == 1
 
 
 def test_tensorrt_frame_plan_settings_cover_every_input_of_the_causal_graphs(tmp_path):
