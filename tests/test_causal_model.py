@@ -18,7 +18,7 @@ from live_synth.midi.events import NoteEvents
 from live_synth.model import load_model
 from live_synth.model.causal import CAUSAL_PRESETS, CausalModel
 from live_synth.model.checkpoint import save_causal_model
-from live_synth.model.frame_features import COL, FEATURES, LOOKAHEAD_FRAMES, RELEASE_FRAMES, frame_features
+from live_synth.model.frame_features import COL, FEATURES, RELEASE_FRAMES, frame_features
 
 TINY = CAUSAL_PRESETS["causal-tiny"]
 
@@ -36,18 +36,18 @@ def slot(feats: np.ndarray, t: int, pitch: float) -> np.ndarray | None:
 # -- what a frame may see ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("onset", [0.100, 0.105, 0.1199])
-def test_a_note_is_seen_first_by_the_frame_whose_window_holds_its_onset(onset):
-    # frame t's 40 ms window is [20 t, 20 t + 40) ms: an onset at 100-119.9 ms lies in frames 4 and 5
+@pytest.mark.parametrize("onset, ramp", [(0.100, 0.5), (0.105, 0.375), (0.1199, 0.0025)])
+def test_a_note_is_seen_first_by_the_frame_whose_window_holds_its_onset(onset, ramp):
+    # frame t's 40 ms window is [20 t, 20 t + 40) ms: an onset at 100-119.9 ms lies in frames 4 and 5, so frame 4 is
+    # the first to see it (one frame of look-ahead), and frame 3 ([60, 100) ms) must not
     feats = frame_features(events((onset, 1.0, 60, 100, 0, 0, 0)), 0, 10)
-    first = int(onset * 50) - (LOOKAHEAD_FRAMES - 1)
-    assert slot(feats, first - 1, 60) is None
-    seen = slot(feats, first, 60)
+    assert slot(feats, 3, 60) is None
+    seen = slot(feats, 4, 60)
     assert seen is not None
-    # the onset's place inside the window is kept (no rounding to the 20 ms grid)
-    assert seen[COL["onset_ramp"]] == pytest.approx((first - onset * 50 + LOOKAHEAD_FRAMES) / LOOKAHEAD_FRAMES,
-                                                    abs=1e-5)
-    assert slot(feats, first + 2, 60)[COL["onset_ramp"]] == 1.0
+    # the onset's place inside the window is kept (no rounding to the 20 ms grid): the part of frame 4's window
+    # after the onset, (120 ms - onset) / 40 ms
+    assert seen[COL["onset_ramp"]] == pytest.approx(ramp, abs=1e-5)
+    assert slot(feats, 6, 60)[COL["onset_ramp"]] == 1.0
 
 
 def test_release_tail_and_drums_stay_for_release_frames():
