@@ -7,15 +7,20 @@ pytest tore a test down (glibc `free` of a bogus pointer from `unicode_dealloc` 
 earlier by native code; gdb backtrace in the session notes, root cause not found), and once a JACK client close
 deadlocked on the GIL (fixed in `MidiInput.close`). In the test process itself either would take the whole suite
 down or hang CI. Here a hang ends at the timeout as a failure, and a death by signal is retried once, with both
-outputs shown; any failing assertion fails at once.
+outputs shown.
+
+The child runs every case once (one JACK session, one start-up); each case is then its own test item here, which
+passes, fails with the child's report of it, or skips with the child's reason (no JACK server, no fluidsynth, ...),
+so every skip reaches the summary.
 """
 
 from __future__ import annotations
 
-import re
+import ast
 import signal
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -24,9 +29,23 @@ CASES = Path(__file__).parent / "jack_cases"
 TIMEOUT_S = 420
 
 
-def run_cases() -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-               str(CASES / "live_io.py"), str(CASES / "play_e2e.py"), str(CASES / "bench_latency.py")]
+def case_files() -> list[Path]:
+    return sorted(p for p in CASES.glob("*.py") if p.name != "__init__.py")
+
+
+def case_ids() -> list[str]:
+    """'file.py::test_name' for every test function of the case files (read, not imported: no JACK needed)."""
+    ids = []
+    for path in case_files():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
+                ids.append(f"{path.name}::{node.name}")
+    return ids
+
+
+def run_cases(xml: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", f"--junitxml={xml}",
+               *map(str, case_files())]
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=CASES.parents[1])
     except subprocess.TimeoutExpired as expired:
@@ -38,17 +57,44 @@ def died_by_signal(result: subprocess.CompletedProcess) -> bool:
     return result.returncode < 0 or result.returncode - 128 in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
 
 
-def test_live_io_and_play_against_a_real_jack_server():
-    result = run_cases()
+def outcomes(xml: Path) -> dict[str, list[tuple[str, str]]]:
+    """'file.py::test_name' -> [(outcome, detail)] per run of it (one per parameter), from the child's JUnit XML."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        key = f"{module}.py::{case.get('name', '').split('[', 1)[0]}"
+        outcome, detail = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            element = case.find(tag)
+            if element is not None:
+                outcome = tag
+                detail = element.get("message", "") if tag == "skipped" else (element.text or element.get("message", ""))
+                break
+        found.setdefault(key, []).append((outcome, detail))
+    return found
+
+
+@pytest.fixture(scope="module")
+def jack_results(tmp_path_factory) -> dict[str, list[tuple[str, str]]]:
+    xml = tmp_path_factory.mktemp("jack") / "cases.xml"
+    result = run_cases(xml)
     report = result.stdout + result.stderr
     if died_by_signal(result):
         print(f"first run died by signal (exit {result.returncode}); retried once. Its output:\n{report[-4000:]}")
-        result = run_cases()
+        result = run_cases(xml)
         report = result.stdout + result.stderr
     print(report)
-    assert result.returncode == 0, report[-6000:]
-    summary = report.strip().splitlines()[-1]
-    passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", summary)) else 0
-    if passed == 0:  # no JACK server, jackd or PortAudio here: the child skipped everything and said why
-        reasons = sorted(set(re.findall(r"SKIPPED \[\d+\] [^:]+:\d+: (.*)", report)))
-        pytest.skip("; ".join(reasons) or summary)
+    if died_by_signal(result) or not xml.is_file():
+        pytest.fail(f"the JACK tests' child process died (exit {result.returncode}):\n{report[-6000:]}")
+    return outcomes(xml)
+
+
+@pytest.mark.parametrize("case", case_ids())
+def test_jack_case(case, jack_results):
+    runs = jack_results.get(case)
+    assert runs, f"{case}: the child process did not run it"
+    failed = [detail for outcome, detail in runs if outcome in ("failure", "error")]
+    assert not failed, "\n\n".join(failed)[-6000:]
+    if all(outcome == "skipped" for outcome, _ in runs):
+        reason = sorted({detail for _, detail in runs})
+        pytest.skip("; ".join(r.removeprefix("Skipped: ") for r in reason))
