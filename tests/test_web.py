@@ -461,3 +461,47 @@ def test_the_page_plays_notes_into_play_and_shows_them(tmp_path):
         t = frame / 50
         quiet, loud = _level_db(audio, rate, t - 0.8, t), _level_db(audio, rate, t + 0.05, t + 0.6)
         assert loud > quiet + 15, f"no note heard after {t:.2f} s in the recording ({quiet:.1f} -> {loud:.1f} dB)"
+
+
+def test_no_read_of_the_session_after_detach(link):
+    """`play` closes the ring's shared memory after the session; the server must not read it after `detach` (a read
+    of unmapped memory killed play with SIGSEGV at the end of a --midi-file session with the page open)."""
+    pytest.importorskip("aiohttp")
+    import aiohttp
+
+    from live_synth.web.server import WebPage
+
+    class Closing(_View):
+        closed = False
+        late_reads = 0
+
+        def heard_frame(self):
+            if self.closed:
+                Closing.late_reads += 1
+            time.sleep(0.002)  # a read takes a moment: detach must wait for it
+            return super().heard_frame()
+
+    page = WebPage("127.0.0.1:0", link=link, log=lambda line: None)
+    page.start()
+    view = Closing()
+    page.attach(view)
+
+    async def watch():
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(f"http://127.0.0.1:{page.port}/ws",
+                                       headers={"Origin": f"http://127.0.0.1:{page.port}"}) as ws:
+                while (await asyncio.wait_for(ws.receive(), 5)).type != aiohttp.WSMsgType.BINARY:
+                    pass
+                for _ in range(20):
+                    page.detach()
+                    view.closed = True  # what side.close() does to the shared memory
+                    await asyncio.sleep(0.03)
+                    view.closed = False
+                    page.attach(view)
+                    await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(watch())
+    finally:
+        page.stop()
+    assert Closing.late_reads == 0

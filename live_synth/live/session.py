@@ -193,6 +193,8 @@ class LiveSession:
                 raise LiveSynthError(f"the effects stage stopped: {stage.error}")
             del ring, played
         finally:
+            if self.page is not None:
+                self.page.detach()  # the page's server reads the ring and the counters: not once they are closed
             side.close()
         get = lambda name: stats[STATS.index(name)]  # noqa: E731
         ticks = np.array(fields.get("tick_ms") or [0.0])

@@ -74,6 +74,7 @@ class WebPage:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._view_lock = threading.Lock()  # the view's shared memory goes away at detach: never read it after
         self._error: BaseException | None = None
         self._stopping = None
 
@@ -93,7 +94,13 @@ class WebPage:
         return self.url
 
     def attach(self, view) -> None:
-        self.view = view
+        with self._view_lock:
+            self.view = view
+
+    def detach(self) -> None:
+        """Stop reading the session (call before its shared memory is closed); returns once no read is under way."""
+        with self._view_lock:
+            self.view = None
 
     def stop(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -252,30 +259,33 @@ class WebPage:
         last_status = 0.0
         while True:
             await asyncio.sleep(PUMP_S)
-            view = self.view
-            if view is None or not self.clients:
-                sent_to = None
-                continue
-            heard = view.heard_frame()
-            if sent_to is None:
-                sent_to = max(0, heard - 250)  # a new page starts with the last 5 s
-                underruns = view.underruns()  # and marks the underruns from now on
-            if heard > sent_to and self.link is not None:
-                first, mel, masks, flags = self.link.read_frames(sent_to, heard)
-                now_underruns = view.underruns()
-                if now_underruns > underruns:
-                    flags[-1] |= protocol.UNDERRUN
-                underruns = now_underruns
-                payload = protocol.pack_frames(first, mel, masks, flags)
-                for ws in list(self.clients):
-                    self._offer(ws, payload, frames=len(mel))
-                sent_to = heard
-            now = time.monotonic()
-            if now - last_status >= STATUS_S:
-                last_status = now
-                status = protocol.dumps("stats", **view.status(), page=self.counters())
-                for ws in list(self.clients):
-                    self._offer(ws, status, frames=0)
+            payload = status = None
+            with self._view_lock:  # no await inside: the control thread's detach waits at most this long
+                view = self.view
+                if view is None or not self.clients:
+                    sent_to = None
+                    continue
+                heard = view.heard_frame()
+                if sent_to is None:
+                    sent_to = max(0, heard - 250)  # a new page starts with the last 5 s
+                    underruns = view.underruns()  # and marks the underruns from now on
+                if heard > sent_to and self.link is not None:
+                    first, mel, masks, flags = self.link.read_frames(sent_to, heard)
+                    now_underruns = view.underruns()
+                    if now_underruns > underruns:
+                        flags[-1] |= protocol.UNDERRUN
+                    underruns = now_underruns
+                    payload = protocol.pack_frames(first, mel, masks, flags)
+                    sent_to = heard
+                now = time.monotonic()
+                if now - last_status >= STATUS_S:
+                    last_status = now
+                    status = protocol.dumps("stats", **view.status(), page=self.counters())
+            for message, frames in ((payload, 0 if payload is None else (len(payload) - 8) // protocol.FRAME_BYTES),
+                                    (status, 0)):
+                if message is not None:
+                    for ws in list(self.clients):
+                        self._offer(ws, message, frames=frames)
 
 
 class SessionView:
@@ -340,6 +350,7 @@ def start_page(settings, address: str, token: str | None, log=print):
 
 def stop_page(page: WebPage) -> None:
     """Close every connection, stop the server's thread, remove the link. Control thread; safe to call twice."""
+    page.detach()
     page.stop()
-    if page.link is not None:
-        page.link.close()
+    if page.link is not None and not (page._thread is not None and page._thread.is_alive()):
+        page.link.close()  # a server thread that did not stop may still read it: then it is unmapped at exit
