@@ -505,3 +505,30 @@ def test_no_read_of_the_session_after_detach(link):
     finally:
         page.stop()
     assert Closing.late_reads == 0
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--web", "notaport"], "expected [HOST:]PORT"),
+    (["--web", "70000"], "port must be 0..65535"),
+    (["--web-token", "abc"], "--web-token needs --web"),
+    (["--web", "8765", "--web-token", ""], "the token is empty"),
+])
+def test_play_refuses_bad_web_options_in_one_line(argv, says, capsys):
+    pytest.importorskip("aiohttp")
+    from live_synth.cli import main
+
+    assert main(["play", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+
+
+def test_play_says_in_one_line_when_the_page_port_is_taken(capsys):
+    pytest.importorskip("aiohttp")
+    from live_synth.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["play", "--web", f"127.0.0.1:{taken.getsockname()[1]}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot listen on 127.0.0.1" in err[0], err
