@@ -345,6 +345,9 @@ def start_page(settings, address: str, token: str | None, log=print):
         link.close()
         raise
     log(f"page: {url} (keyboard, spectrogram, stats)")
+    if not _loopback(page.host) and token is None:
+        log(f"warning: the page listens on {page.host}, beyond this machine, without --web-token: whoever reaches "
+            f"port {page.port} can play")
     return replace(settings, page=link), page
 
 
