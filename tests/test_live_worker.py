@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from engines.frame import TorchFrameEngine
 from engines.torch_engine import TorchEngine
@@ -74,11 +75,12 @@ def window_worker(lead_s=0.4, steps=2):
     return worker, ring
 
 
-def causal_worker(delay_s=0.06, lead_s=0.16, guard=320):
+def causal_worker(delay_s=0.06, lead_s=0.16, guard=320, vocoder=None):
     model = CausalModel(CAUSAL_PRESETS["causal-tiny"], seed=5).eval()
     stream = CausalLiveStream(TorchFrameEngine(model), steps=1, seed=3)
     ring = SpscRing(1 << 15, guard=guard)
-    worker = GenerationWorker(stream, ListSource(), MelVocoder(), OutputFeed(ring, Resampler(RATE), crossfade=0),
+    worker = GenerationWorker(stream, ListSource(), vocoder or MelVocoder(),
+                              OutputFeed(ring, Resampler(RATE), crossfade=0),
                               lead_s=lead_s, delay_s=delay_s, clock=lambda: 100.0)
     worker.start_time = 100.0
     return worker, ring, model
@@ -139,8 +141,43 @@ def fill(worker, ring):
         worker.tick()
 
 
-def test_rollback_makes_the_ring_hold_exactly_the_offline_render_of_the_notes():
-    worker, ring, model = causal_worker()
+def _neural_stream():
+    from live_synth.audio.neural_vocoder import NeuralVocoder, StreamingVocoder
+    from live_synth.live.vocode import NeuralStream
+
+    torch.manual_seed(0)
+    vocoder = NeuralVocoder(StreamingVocoder())  # random weights: the state and its snapshots are the real ones
+    return lambda: NeuralStream(vocoder)
+
+
+def _excited_stream():
+    from live_synth.audio.excited_vocoder import ExcitedNet, ExcitedStream, ExcitedVocoder
+
+    torch.manual_seed(0)
+    vocoder = ExcitedVocoder(ExcitedNet())  # told the notes, as the shipped vocoder is
+    return lambda: ExcitedStream(vocoder, "torch")
+
+
+# (a new stream of the vocoder, the tolerance): the stand-in is exact; the real vocoders' convolutions run on one
+# frame at a time offline and on a rollback's several at once live (float sums in another order)
+VOCODERS = {"stand-in": (lambda: MelVocoder, 1e-6), "neural": (_neural_stream, 1e-4), "excited": (_excited_stream, 1e-4)}
+
+
+@pytest.mark.parametrize("kind", [
+    "stand-in",
+    pytest.param("neural", marks=pytest.mark.xfail(strict=True, reason=(
+        "found by this test, not yet explained: with the mel-only neural stream the played audio differs from the "
+        "offline render by up to 8e-4 over ring samples 1627-1679, right after the rollback's splice at frame 5 "
+        "(the mel is bit-exact: the stand-in passes at 1e-12; NeuralStream's snapshot/restore alone is exact; the "
+        "shipped excited vocoder passes at 2e-8)"))),
+    "excited",
+])
+def test_rollback_makes_the_ring_hold_exactly_the_offline_render_of_the_notes(kind):
+    """The worker's rollback restores the vocoder's snapshot (the real vocoders' too) and the resampler's, so what
+    is played equals an offline render of the note at its placed time through the same stream."""
+    factory, atol = VOCODERS[kind]
+    new_stream = factory()
+    worker, ring, model = causal_worker(vocoder=new_stream())
     fill(worker, ring)
     played = [consume(ring, 4 * HOP)]  # the device has played 80 ms
     fill(worker, ring)
@@ -161,10 +198,11 @@ def test_rollback_makes_the_ring_hold_exactly_the_offline_render_of_the_notes():
     frames = after // HOP
     notes = NoteEvents(np.array([[note.start, np.inf, 64, 110, 0, 0, 0]]))
     mel = render_events(model, notes, frames + 1, steps=1, seed=3)
-    vocoder, resampler = MelVocoder(), Resampler(RATE)
-    voiced = np.concatenate([vocoder(mel[i : i + 1]) for i in range(len(mel))])  # the stand-in streams per frame
+    vocoder, resampler = new_stream(), Resampler(RATE)
+    told = notes if getattr(vocoder, "needs_notes", False) else None
+    voiced = np.concatenate([vocoder(mel[i : i + 1], told) for i in range(len(mel))])  # streamed frame by frame
     offline = resampler.step(voiced, resampler.init_state())[0]
-    np.testing.assert_allclose(audio, offline[: len(audio)], atol=1e-6)
+    np.testing.assert_allclose(audio, offline[: len(audio)], atol=atol)
 
 
 def test_a_note_too_late_for_its_time_is_moved_to_the_first_rewritable_one_and_counted():
