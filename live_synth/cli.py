@@ -102,6 +102,47 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render_morph(synth, song, curve, progress):
+    """`render --morph`: the causal model frame by frame with program A's instrument rows morphed to B's."""
+    from engines.morph import MorphEngine
+    from live_synth.causal_stream import render_events
+    from live_synth.midi.events import NoteEvents
+    from live_synth.synth import TAIL_FRAMES, song_frames
+
+    if synth.family != "causal":
+        raise LiveSynthError("--morph needs a causal-family model (the default): the window family has no "
+                             "per-instrument tables to interpolate")
+    engine = MorphEngine(synth.engine, curve)
+    try:
+        return render_events(engine, NoteEvents.from_sequence(song), song_frames(song) + TAIL_FRAMES, synth.steps,
+                             synth.options.seed, chunks=1, progress=progress)
+    finally:
+        engine.close()
+
+
+def cmd_render_corpus(args: argparse.Namespace) -> int:
+    """Every MIDI file of a folder, list or glob rendered on Ray (live_synth/corpus/); resumable."""
+    from live_synth.corpus import PoolOptions, RenderSettings, import_ray, render_corpus
+
+    import_ray()  # the install hint before anything else
+    if args.workers < 0 or args.retries < 0 or args.threads < 1 or args.max_seconds < 0:
+        raise LiveSynthError("--workers and --retries must be >= 0, --threads >= 1, --max-seconds >= 0")
+    if args.fx:
+        from live_synth.fx import load_chain
+
+        load_chain(args.fx)  # a bad chain is one line before Ray starts
+    settings = RenderSettings(model=args.model, steps=args.steps, seed=args.seed, engine=args.engine,
+                              engine_dir=args.engine_dir, device=args.device, dtype=args.dtype, vocoder=args.vocoder,
+                              fx=args.fx, format=args.format, mel=args.mel, threads=args.threads,
+                              max_seconds=args.max_seconds)
+    pool = PoolOptions(address=args.address, workers=args.workers, cpus_per_worker=args.threads, retries=args.retries)
+    run = render_corpus(args.input, args.output, settings, pool, quiet=args.quiet)
+    if not args.quiet:
+        print(f"{args.output}: {len(run.sources)} sources: {run.tally.line()} (manifest.jsonl, failures.jsonl)",
+              file=sys.stderr)
+    return 1 if run.tally.failed else 0
+
+
 def cmd_vocode(args: argparse.Namespace) -> int:
     """Analyse a WAV into the models' log-mel and resynthesise it with a vocoder: what the vocoder alone does."""
     from live_synth.audio import load_vocoder, save_spectrogram_png, write_wav_atomic
@@ -458,6 +499,30 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("--no-slakh", action="store_true", help="keep GM programs instead of folding to Slakh")
     tokens.add_argument("--trim", action="store_true", help="drop the PAD ids after EOS")
     tokens.set_defaults(func=cmd_tokens)
+
+    corpus = sub.add_parser("render-corpus", help="render every MIDI file of a folder, list or glob on Ray "
+                            "(local, or a cluster with --address); resumable")
+    corpus.add_argument("input", help="a folder (searched recursively), a text file listing MIDI paths, or a glob")
+    corpus.add_argument("output", help="folder for the audio, sidecars (.json), mel arrays and manifest.jsonl")
+    corpus.add_argument("--address", help="join this Ray cluster (auto, HOST:PORT, ray://HOST:PORT; default: a "
+                        "local Ray started here)")
+    corpus.add_argument("--workers", type=int, default=0, help="workers, each holding a loaded synth (default: one "
+                        "per --threads CPUs of the cluster)")
+    corpus.add_argument("--threads", type=int, default=1, help="CPUs (intra-op threads) per worker")
+    corpus.add_argument("--model", default=DEFAULT_MODEL)
+    corpus.add_argument("--steps", type=int, help="sampling steps (default: the model's own choice)")
+    corpus.add_argument("--seed", type=int, default=0)
+    corpus.add_argument("--vocoder", help="griffin-lim, or a vocoder folder/.onnx (default: the model's own)")
+    corpus.add_argument("--fx", help="effects chain: hall, room, none, or a TOML file")
+    corpus.add_argument("--format", choices=["wav", "flac"], default="wav", help="16-bit, 16 kHz mono")
+    corpus.add_argument("--mel", action="store_true", help="also write the model's log-mel frames (NAME.mel.npy)")
+    corpus.add_argument("--max-seconds", type=float, default=600.0,
+                        help="longer songs are recorded as failures (default 600; 0: no limit)")
+    corpus.add_argument("--retries", type=int, default=2, help="times a file goes to another worker after its "
+                        "worker died (default 2)")
+    add_engine_args(corpus)
+    corpus.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    corpus.set_defaults(func=cmd_render_corpus)
     return parser
 
 
