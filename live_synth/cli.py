@@ -63,6 +63,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     from live_synth.sampling.samplers import make_sampler
 
     make_sampler(args.sampler, 1 if args.steps is None else args.steps)  # bad input fails before the model loads
+    curve = None
+    if args.morph:
+        from live_synth.model.morph import MorphCurve
+
+        curve = MorphCurve.parse(args.morph)
+        if args.engine == "auto":
+            args.engine = "torch"  # the morph rewrites weights frame by frame (live_synth/model/morph.py)
     song = load_song(midi_path)
     chain = None
     if args.fx:
@@ -82,7 +89,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(round(1000 * done / max(total, 1)) - bar.n)
 
-        mel = synth.render(song, progress=progress)
+        mel = synth.render(song, progress=progress) if curve is None else _render_morph(synth, song, curve, progress)
         bar.update(1000 - bar.n)
     from live_synth.midi.events import NoteEvents
 
@@ -397,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     render.add_argument("--spectrogram", help="also save the generated log-mel as a PNG")
     render.add_argument("--fx", help="effects chain: hall, room, none, or a TOML file (see live_synth/fx.py)")
+    render.add_argument("--morph", metavar="A>B:SECONDS", help="causal models: morph program A's timbre into "
+                        "program B's, e.g. 0>48:8s (over the first 8 s) or 0>48:2-10s (torch engine, one frame at "
+                        "a time)")
     render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     render.set_defaults(func=cmd_render)
 
