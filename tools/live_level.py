@@ -1,7 +1,7 @@
 """How loud does a model play live, next to offline? The live generation path, run faster than real time.
 
     python tools/live_level.py --model default [--model OTHER ...] [--midi FILE] [--hops 64 16 4] [--png out.png]
-                               [--wav-dir DIR] [--lead-ms MS] [--delay-ms MS]
+                               [--wav-dir DIR] [--lead-ms MS] [--delay-ms MS] [--out report.json]
 
 This tool runs the code `play` runs: a `GenerationWorker` (`apply_midi` / `tick`, rollbacks included) with the
 model's torch fp32 engine, an output feed and a ring, on a virtual clock: a simulated device takes one 256-sample
@@ -110,11 +110,26 @@ def energy_stats(mel: np.ndarray) -> dict[str, float]:
             "silence (p5)": float(np.percentile(frame_energy, 5))}
 
 
+def write_report(path: Path, command: str, table: list) -> None:
+    """The printed table as JSON, atomically, with the revision, the machine and the command."""
+    import json
+
+    from live_synth.files import write_bytes_atomic
+    from live_synth.provenance import machine, revision
+
+    runs = [{"model": spec, "run": name, "energy": stats, "live_over_offline": ratio,
+             "notes_db": float(20 * np.log10(ratio["notes (p95)"])), "counters": counters}
+            for spec, name, stats, ratio, counters in table]
+    report = {"revision": revision(), "machine": machine(), "command": command, "runs": runs}
+    write_bytes_atomic(path, (json.dumps(report, indent=1) + "\n").encode())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", help="model folder or 'default' (repeatable)")
     parser.add_argument("--midi", type=Path, help="MIDI file (default: six single piano notes)")
-    parser.add_argument("--hops", type=int, nargs="+", default=[64, 16, 4], help="models that render in windows: hops to run (a frame-by-frame model runs at its own hop)")
+    parser.add_argument("--hops", type=int, nargs="+", default=[64, 16, 4], help="models that render in windows: hops to run (a frame-by-frame model runs at its own\n"
+                        "hop)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's default_steps)")
     parser.add_argument("--lead-ms", type=float, help="ring lead (default: play's, from the model and --delay-ms)")
     parser.add_argument("--delay-ms", type=float, default=100.0, help="causal family: the declared delay (more "
@@ -122,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--png", type=Path, help="offline and live spectrograms, one row per run")
     parser.add_argument("--wav-dir", type=Path, help="write each run's audio (the model's vocoder) here")
+    parser.add_argument("--out", type=Path, help="write the table as JSON here (with revision, machine, command)")
     args = parser.parse_args(argv)
+    command = "python tools/live_level.py " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
         with tempfile.TemporaryDirectory() as tmp:
             midi = args.midi or six_notes(Path(tmp) / "six_notes.mid")
@@ -154,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
               + "   " + " ".join(f"{v:5.2f}" for v in ratio.values())
               + f"   {20 * np.log10(ratio['notes (p95)']):+6.2f}"
               + ("   " + ", ".join(f"{k} {v}" for k, v in counters.items()) if counters else ""))
+    if args.out:
+        write_report(args.out, command, table)
     if args.png:
         save_spectrogram_rows_png(args.png, rows)
         print(f"wrote {args.png}")
