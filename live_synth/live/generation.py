@@ -100,8 +100,7 @@ class Generation:
             cuda_graph=settings.cuda_graph, steps=settings.steps, seed=settings.seed))
         for line in self.synth.warnings:
             log(f"warning: {line}")
-        causal = self.synth.family == "causal"
-        hop = settings.hop or (1 if causal else 4)
+        hop = settings.hop or self.synth.live_hop
         self.stream = self.synth.live_stream(hop, settings.strategy, settings.sampler)
         self.vocoder = streaming_vocoder(load_vocoder(settings.vocoder or self.synth.vocoder_path),
                                          engine=self.synth.engine.name)
@@ -143,7 +142,7 @@ class Generation:
         self.worker = GenerationWorker(stream, self.midi, self.vocoder, feed)
         # Pre-fill (the sound of silence, before going live), timing the ticks: the causal family's declared delay
         # is sized from them.
-        lead_s = (s.lead_ms or 200.0) / 1000
+        lead_s = (s.lead_ms or self.synth.live_lead_ms(0.0, s.ahead)) / 1000  # the window family's pre-fill target
         worker = self.worker
         while True:
             worker.tick()
@@ -170,11 +169,11 @@ class Generation:
             # the tick's p99, then one more tick for the worker to wake up in the middle of one, and 2 ms
             frames = self.stream.lookahead_frames() + worker.timing.vocoder_frames + 1
             delay_ms = s.delay_ms if s.delay_ms is not None else guard_ms + frames * p99 + 2.0
-            lead_ms = s.lead_ms if s.lead_ms is not None else delay_ms + s.ahead * 20.0
+            lead_ms = s.lead_ms if s.lead_ms is not None else self.synth.live_lead_ms(delay_ms, s.ahead)
             self.log(f"measured tick p99 {p99:.1f} ms over {len(ticks)} pre-fill ticks")
         else:
             delay_ms = None
-            lead_ms = s.lead_ms or 200.0
+            lead_ms = s.lead_ms or self.synth.live_lead_ms(0.0, s.ahead)
         # An effects stage consumes the generation ring `fx_blocks` periods ahead of the device: what it has read
         # is final, so a note must land that much later to be rolled back into.
         fx_ms = effects_stage_ms(s, rate)
