@@ -8,6 +8,7 @@ prints one line on stderr and exits with status 2; bugs keep their tracebacks.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -233,6 +234,14 @@ def cmd_play(args: argparse.Namespace) -> int:
         seconds=args.seconds, threads=args.threads, nice=args.nice, in_process=args.in_process,
     )
     log = lambda line: print(f"live-synth: {line}", file=sys.stderr)  # noqa: E731
+    if args.morph:
+        from live_synth.live.morph import parse_programs
+
+        parse_programs(args.morph)  # a bad value is one line, before anything starts
+        if not 0 <= args.morph_cc <= 119:
+            raise LiveSynthError(f"--morph-cc {args.morph_cc}: a controller number 0..119")
+        settings = dataclasses.replace(settings, morph=args.morph, morph_cc=args.morph_cc,
+                                       engine="torch" if settings.engine == "auto" else settings.engine)
     page = None
     if args.web_token is not None and args.web is None:
         raise LiveSynthError("--web-token needs --web")
@@ -257,8 +266,6 @@ def cmd_play(args: argparse.Namespace) -> int:
         if page is not None:
             stop_page(page)
     if args.report_json:
-        import dataclasses
-
         from live_synth.files import write_bytes_atomic
 
         fields = dataclasses.asdict(report)
@@ -445,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also serve a page (spectrogram, stats, a keyboard) on this address (default "
                       "127.0.0.1:8765; loopback unless a host is named; needs the web extra)")
     play.add_argument("--web-token", help="the page and its socket require ?token=TOKEN (printed in the URL)")
+    play.add_argument("--morph", metavar="A>B", help="causal models: a controller (--morph-cc, the page's slider) "
+                      "morphs program A's timbre into program B's, e.g. 0>48 (torch engine)")
+    play.add_argument("--morph-cc", type=int, default=74, help="the morph's controller (default 74)")
     play.add_argument("--in-process", action="store_true",
                       help="generate in a thread of the audio process (default: its own process; see BENCHMARKS.md)")
     play.add_argument("--report-json", help="write the session's counters and every tick's compute time as JSON")

@@ -76,3 +76,33 @@ def test_instrument_rows_mix_linearly_and_restore_exactly():
                                + morph.rows[3][2] * 0.75)
     morph.restore()
     assert torch.equal(program[0].detach(), a)
+
+
+def test_a_live_morph_controller_is_placed_like_a_note_and_each_frame_takes_its_weight():
+    from live_synth.causal_stream import CausalLiveStream
+    from live_synth.live.morph import MorphLiveStream, MorphNoteState, parse_programs
+
+    assert parse_programs(" 0 > 48 ") == (0, 48)
+    for bad in ["0>128", "48", "a>b"]:
+        with pytest.raises(LiveSynthError, match="--morph"):
+            parse_programs(bad)
+    notes = MorphNoteState(cc=74)
+    notes.apply(0.30, [0xB0, 74, 127])
+    notes.apply(0.10, [0xB1, 74, 64])  # placed earlier than the one before (a later arrival, a shorter delay)
+    notes.apply(0.20, [0xB0, 1, 127])  # another controller: not the morph
+    assert [notes.weight_at(t) for t in (0.0, 0.1, 0.25, 0.3, 9.0)] == [0.0, 64 / 127, 64 / 127, 1.0, 1.0]
+
+    model = CausalModel(CAUSAL_PRESETS["causal-tiny"], seed=1).eval()
+    engine = TorchFrameEngine(model)
+    live = MorphLiveStream(CausalLiveStream(engine, steps=1), engine, 0, 48)
+    seen = []
+    for _ in range(20):
+        live.generate(notes)
+        seen.append(live.morph.weight)
+    assert seen[:5] == [0.0] * 5 and seen[5:15] == [64 / 127] * 10 and seen[15:] == [1.0] * 5  # frames at 20 ms
+    live.rewind(8)  # a rollback regenerates frame 8 on with the weights of those frames' times
+    live.generate(notes)
+    assert live.morph.weight == 64 / 127 and live.frame == 9
+    live.morph.restore()
+    with pytest.raises(LiveSynthError, match="--engine torch"):
+        MorphLiveStream(CausalLiveStream(engine, steps=1), type("Onnx", (), {"name": "onnx"})(), 0, 48)

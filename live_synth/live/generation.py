@@ -54,6 +54,8 @@ class PlaySettings:
     nice: int = 10  # the generation process's compute threads: this nice value and SCHED_BATCH (0: leave them be)
     in_process: bool = False  # generation in a thread of this process instead of its own process
     page: object = None  # `play --web`: a web.link.PageLink (the page's events in, the frames out), else None
+    morph: str | None = None  # "A>B": program A's timbre morphed towards B's by controller `morph_cc` (live/morph.py)
+    morph_cc: int = 74
 
 
 # Counters the generation side publishes (floats in a small array; in shared memory across processes).
@@ -130,16 +132,24 @@ class Generation:
             port = self.midi.open(s.midi_in)
             self.log(f"MIDI in: {port} ({self.midi.api})")
         stream = self.stream
+        if s.morph:
+            from live_synth.live.morph import MorphLiveStream, parse_programs
+
+            stream = MorphLiveStream(stream, self.synth.engine, *parse_programs(s.morph))
         if s.page is not None:  # the page's notes join the MIDI source's queue policy; its frames are tapped
             from live_synth.web.link import MelTap, PageSource
 
-            self.midi, stream = PageSource(self.midi, s.page), MelTap(self.stream, s.page)
+            self.midi, stream = PageSource(self.midi, s.page), MelTap(stream, s.page)
         if s.nice and not s.in_process:  # before the pre-fill: D is sized from ticks at the priority they run at
             midi_threads = thread_ids() - before  # a JACK MIDI client's: the graph waits for them every cycle
             line = lower_threads(s.nice, exclude=midi_threads)
             self.log(line or f"generation: {torch_threads()} compute thread(s) at nice {s.nice}, SCHED_BATCH; "
                      f"{len(midi_threads)} MIDI thread(s) left as they were")
         self.worker = GenerationWorker(stream, self.midi, self.vocoder, feed)
+        if s.morph:  # the controller's moves are placed and rolled back like notes
+            from live_synth.live.morph import MorphNoteState
+
+            self.worker.notes = MorphNoteState(s.morph_cc)
         # Pre-fill (the sound of silence, before going live), timing the ticks: the causal family's declared delay
         # is sized from them.
         lead_s = (s.lead_ms or self.synth.live_lead_ms(0.0, s.ahead)) / 1000  # the window family's pre-fill target

@@ -62,9 +62,11 @@ class WebPage:
     `attach(view)` gives it the session to show (`SessionView`); `stop` closes every connection and the thread.
     Threads: start / attach / stop from the control thread; everything else runs in the server's thread."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, link=None, log=print):
+    def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, link=None, log=print,
+                 morph: dict | None = None):
+        """`morph`: {"from": A, "to": B, "cc": N} when `play --morph` runs: the page shows a slider sending CC N."""
         self.host, self.port = parse_address(address)
-        self.token, self.link, self.log = token, link, log
+        self.token, self.link, self.log, self.morph = token, link, log, morph
         self.view = None
         self.bad: Counter = Counter()  # refused messages by reason (protocol.REASONS)
         self.refused: Counter = Counter()  # refused requests: host, origin, token
@@ -208,7 +210,8 @@ class WebPage:
         self.clients.add(ws)
         sender = asyncio.create_task(self._send(ws, outbox))
         await ws.send_str(protocol.dumps("hello", frame_rate=50, mels=protocol.N_MELS,
-                                         frame_bytes=protocol.FRAME_BYTES, max_message=protocol.MAX_MESSAGE_BYTES))
+                                         frame_bytes=protocol.FRAME_BYTES, max_message=protocol.MAX_MESSAGE_BYTES,
+                                         morph=self.morph))
         try:
             async for message in ws:
                 stamp = time.monotonic()  # the arrival stamp, as rtmidi's input takes it
@@ -338,7 +341,11 @@ def start_page(settings, address: str, token: str | None, log=print):
     if token is not None and not token:
         raise LiveSynthError("--web-token: the token is empty")
     link = PageLink.create()
-    page = WebPage(address, token, link, log)
+    morph = None
+    if getattr(settings, "morph", None):
+        a, _, b = settings.morph.partition(">")
+        morph = {"from": int(a), "to": int(b), "cc": settings.morph_cc}
+    page = WebPage(address, token, link, log, morph=morph)
     try:
         url = page.start()
     except BaseException:

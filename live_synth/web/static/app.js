@@ -24,6 +24,7 @@
       if (typeof e.data === "string") {
         const m = JSON.parse(e.data);
         if (m.type === "stats") { state.lastStats = m; showStats(m); }
+        else if (m.type === "hello") showMorph(m.morph);
         else if (m.type === "pong" && state.pong) state.pong(m);
       } else frames(e.data);
     };
@@ -130,6 +131,18 @@
     state.channel = 0; midi([0xC0, Number(picker.value)]);
   }
   picker.onchange = () => { sendProgram(); picker.blur(); };
+
+  // ---- timbre morph (play --morph A>B): the slider sends the morph's controller -----------------------------------
+  const morph = document.getElementById("morph");
+  function showMorph(m) {
+    document.getElementById("morphbox").hidden = !m;
+    if (!m) return;
+    picker.value = String(m.from); sendProgram(); // the morph moves program A's timbre
+    document.getElementById("morphfrom").textContent = GM[m.from];
+    document.getElementById("morphto").textContent = GM[m.to];
+    morph.oninput = () => midi([0xB0 | state.channel, m.cc, Number(morph.value)]);
+    morph.onchange = () => morph.blur();
+  }
 
   // ---- notes -------------------------------------------------------------------------------------------------
   function noteOn(pitch, velocity, event) {
