@@ -8,7 +8,8 @@ tools/expression_check.py measures the same against FluidSynth, live as well, wi
 
 from __future__ import annotations
 
-import io
+import sys
+from pathlib import Path
 
 import mido
 import numpy as np
@@ -17,6 +18,9 @@ import pytest
 from live_synth.audio.vocoders import GriffinLimVocoder
 from live_synth.constants import FRAME_RATE, SAMPLE_RATE
 from live_synth.synth import SynthOptions, load_song, load_synth, packaged_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from expression_check import midi_file, pitch_cents  # noqa: E402  (the tool's MIDI files and pitch measure)
 
 pytestmark = pytest.mark.skipif(not (packaged_path("default_model") / "model.safetensors").is_file(),
                                 reason="the package ships no default model (live_synth/assets/default_model)")
@@ -30,37 +34,14 @@ def synth():
 def render(synth, tmp_path, name: str, program: int, notes: list[int], hold_s: float,
            events: list[tuple[float, mido.Message]]) -> np.ndarray:
     """Natural-log mel of `notes` (velocity 100) from 0.3 s for `hold_s`, with `events` at their times (s)."""
-    midi = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 960 ticks per second
-    track = mido.MidiTrack()
-    timeline = [(0.0, 0, mido.Message("program_change", program=program))]
-    timeline += [(0.3, 2, mido.Message("note_on", note=n, velocity=100)) for n in notes]
-    timeline += [(0.3 + hold_s, 1, mido.Message("note_off", note=n, velocity=0)) for n in notes]
-    timeline += [(t, 1, m) for t, m in events]
-    now = 0
-    for t, _, message in sorted(timeline, key=lambda e: (e[0], e[1])):
-        track.append(message.copy(time=round(t * 960) - now))
-        now = round(t * 960)
-    midi.tracks.append(track)
     path = tmp_path / f"{name}.mid"
-    buffer = io.BytesIO()
-    midi.save(file=buffer)
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(midi_file(program, notes, hold_s, events, 0.3 + hold_s + 0.4))
     return synth.render(load_song(str(path)))
 
 
-def pitch_cents(audio: np.ndarray, near_midi: float) -> float:
-    """MIDI pitch in cents by harmonic summation (5 harmonics, 1/k weights), 1-cent grid, within 3 semitones."""
-    n = 1 << 17
-    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), n=n))
-    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-    cents = np.arange(near_midi * 100 - 300, near_midi * 100 + 301)
-    f0 = 440.0 * 2 ** ((cents / 100 - 69) / 12)
-    scores = sum(np.interp(k * f0, freqs, spectrum) / k for k in range(1, 6))
-    return float(cents[int(np.argmax(scores))])
-
-
 def pitch_at(audio: np.ndarray, start_s: float, stop_s: float, near_midi: float) -> float:
-    return pitch_cents(audio[int(start_s * SAMPLE_RATE) : int(stop_s * SAMPLE_RATE)], near_midi)
+    """MIDI pitch in cents (harmonic summation, tools/expression_check.py) over [start, stop)."""
+    return pitch_cents(audio[int(start_s * SAMPLE_RATE) : int(stop_s * SAMPLE_RATE)], SAMPLE_RATE, near_midi)
 
 
 def level_db(mel: np.ndarray, start_s: float, stop_s: float) -> float:
