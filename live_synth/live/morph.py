@@ -16,6 +16,7 @@ import re
 from live_synth.constants import FRAME_RATE
 from live_synth.errors import LiveSynthError
 from live_synth.live.notes import NoteState
+from live_synth.live.wrapped_stream import WrappedStream
 from live_synth.model.morph import InstrumentMorph
 
 KEEP = 512  # controller moves kept (more than the rollback horizon needs)
@@ -52,7 +53,7 @@ class MorphNoteState(NoteState):
         return self.weights[k - 1] if k else 0.0
 
 
-class MorphLiveStream:
+class MorphLiveStream(WrappedStream):
     """The causal live stream with program A's rows morphed to B's at each frame's controller weight."""
 
     def __init__(self, stream, engine, start_program: int, end_program: int):
@@ -60,24 +61,8 @@ class MorphLiveStream:
             raise LiveSynthError("--morph rewrites the model's weights frame by frame: play it with --engine torch")
         if getattr(stream, "hop", 1) != 1:
             raise LiveSynthError("--morph plays one frame per tick (--hop 1)")
-        self.inner = stream
-        self.can_rewind = stream.can_rewind
+        super().__init__(stream)
         self.morph = InstrumentMorph(engine.model, start_program, end_program)
-
-    @property
-    def frame(self) -> int:
-        return self.inner.frame
-
-    @property
-    def steps(self) -> int:
-        return self.inner.steps
-
-    @steps.setter
-    def steps(self, value: int) -> None:
-        self.inner.steps = value
-
-    def __getattr__(self, name):  # max_steps, hop, earliest, rewind, lookahead_frames, ...
-        return getattr(self.inner, name)
 
     def generate(self, notes):
         weight = notes.weight_at(self.inner.frame / FRAME_RATE) if hasattr(notes, "weight_at") else 0.0

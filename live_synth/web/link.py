@@ -30,6 +30,7 @@ import numpy as np
 
 from live_synth.constants import FRAME_RATE, LOG_MEL_MAX, LOG_MEL_MIN
 from live_synth.live.midi_in import MidiQueue, _is_priority, is_release, recovery_messages
+from live_synth.live.wrapped_stream import WrappedStream
 from live_synth.web.protocol import MASK_BYTES, MISSING, N_MELS, ROLLED_BACK
 
 FRAMES = 1024  # rows of the frame table: 20 s of frames
@@ -142,31 +143,16 @@ class PageLink:
             self.header[PAGE_RECEIVED], self.header[PAGE_DROPPED] = page.received, page.dropped
 
 
-class MelTap:
+class MelTap(WrappedStream):
     """A live stream (`synth.LiveStream`) that also writes every frame it generates into the link's frame table.
     Thread: the generation worker."""
 
     def __init__(self, stream, link: PageLink):
-        self.inner, self.link = stream, link
-        self.can_rewind = stream.can_rewind
+        super().__init__(stream)
+        self.link = link
         self._regenerating_until = -1
         self._scale = 255.0 / (LOG_MEL_MAX - LOG_MEL_MIN)
         self._mask = np.zeros(MASK_BYTES * 8, bool)
-
-    @property
-    def frame(self) -> int:
-        return self.inner.frame
-
-    @property
-    def steps(self) -> int:
-        return self.inner.steps
-
-    @steps.setter
-    def steps(self, value: int) -> None:
-        self.inner.steps = value
-
-    def __getattr__(self, name):  # max_steps, hop, earliest, lookahead_frames, horizon_s, ...
-        return getattr(self.inner, name)
 
     def rewind(self, frame: int) -> None:
         self._regenerating_until = max(self._regenerating_until, self.inner.frame)
