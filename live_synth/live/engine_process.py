@@ -11,7 +11,7 @@ Messages (log lines, the final report, an error) go through a multiprocessing qu
 
 The child ignores SIGINT: Ctrl-C reaches the whole process group, and the audio process stops the child through
 `stop` after it has stopped the stream, so that the recording and the counters are complete. SIGTERM and SIGHUP
-sent to the audio process stop it the same way (`session._stop_on_signals`). If the audio process dies without
+sent to the audio process stop it the same way (`session._Signals`). If the audio process dies without
 that (SIGKILL, a crash), the child notices within 0.1 s that its parent is gone and exits: it watches its parent's
 pid, and on Linux the kernel also sends it SIGTERM at once (PR_SET_PDEATHSIG).
 """

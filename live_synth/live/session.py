@@ -83,25 +83,48 @@ def latency_parts(stats, device_ms: float, fx_plugin_ms: float = 0.0) -> dict:
     return parts
 
 
-def _stop_on_signals():
+class _Signals:
     """SIGTERM and SIGHUP (a service manager, a session manager, a closed terminal) stop `play` the way Ctrl-C
-    does: the stream stops, the generation process is told to finish, the recording is written. Returns a function
-    that puts the previous handlers back. Main thread only (Python delivers signals there)."""
-    import signal
-    import threading
+    does: the stream stops, the generation process is told to finish, the recording is written. Once `play` is
+    stopping (`stopping()`: a signal, the end of `--seconds`, a lost device), SIGINT, SIGTERM and SIGHUP are
+    noted and ignored: a second signal must not cut the stop short, e.g. raise KeyboardInterrupt out of the fault
+    path after the JACK server died, where PortAudio's exit handler would then wait forever. `restore()` puts the
+    previous handlers back. Main thread only (Python delivers signals there); elsewhere all of this does nothing."""
 
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
 
-    def interrupt(signum, frame):
+    def __init__(self):
+        import signal
+        import threading
+
+        self.saved, self.ignored = {}, 0
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.NAMES:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self.saved[number] = signal.getsignal(number)
+                if name != "SIGINT":  # SIGINT raises KeyboardInterrupt already
+                    signal.signal(number, self._interrupt)
+
+    @staticmethod
+    def _interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    saved = {}
-    for name in ("SIGTERM", "SIGHUP"):
-        number = getattr(signal, name, None)
-        if number is not None:
-            saved[number] = signal.signal(number, interrupt)
-    return lambda: [signal.signal(number, handler) for number, handler in saved.items()]
+    def _ignore(self, signum, frame):
+        self.ignored += 1
+
+    def stopping(self) -> None:
+        import signal
+
+        for number in self.saved:
+            signal.signal(number, self._ignore)
+
+    def restore(self) -> None:
+        import signal
+
+        for number, handler in self.saved.items():
+            signal.signal(number, handler)
 
 
 class LiveSession:
@@ -131,7 +154,7 @@ class LiveSession:
         audio = AudioOutput(s.audio_out)
         capacity = int(audio.samplerate * max(2.0, 4 * (s.lead_ms or 200.0) / 1000))
         side = LocalGeneration(self.generation) if s.in_process else GenerationProcess(s, self.log)
-        restore = _stop_on_signals()
+        signals = _Signals()
         latency: dict = {}
         stage = xruns = None
         lost = None
@@ -170,6 +193,7 @@ class LiveSession:
             except DeviceLostError as error:
                 lost = error
             finally:
+                signals.stopping()
                 audio.stop()  # a stalled stream is let go, not stopped (see AudioOutput.stop)
                 if lost is None and audio.lost:  # stopped by a signal after the device had gone
                     lost = DeviceLostError(f"the audio device {audio.device_name!r} ({audio.hostapi}) stopped: no "
@@ -178,7 +202,6 @@ class LiveSession:
                     stage.stop()
                 if xruns is not None:
                     xruns.close(server_alive=lost is None)
-                restore()
             if lost is not None:  # the generation side gets a moment to write the recording, then is killed
                 try:
                     side.finish(timeout_s=0.8)
@@ -193,9 +216,12 @@ class LiveSession:
                 raise LiveSynthError(f"the effects stage stopped: {stage.error}")
             del ring, played
         finally:
+            signals.stopping()  # also when start-up failed or was interrupted
             if self.page is not None:
                 self.page.detach()  # the page's server reads the ring and the counters: not once they are closed
             side.close()
+            if lost is None:  # after a lost device the CLI leaves at once (os._exit): keep ignoring until then
+                signals.restore()
         get = lambda name: stats[STATS.index(name)]  # noqa: E731
         ticks = np.array(fields.get("tick_ms") or [0.0])
         return PlayReport(seconds, int(get("ticks")), int(get("late_ticks")), underruns, audio.underflows,
@@ -234,7 +260,8 @@ class LiveSession:
         while side.alive():
             time.sleep(0.25)
             if xruns is not None and xruns.shutdown:
-                raise DeviceLostError(f"the JACK server shut down under {audio.device_name!r} ({xruns.shutdown})")
+                raise DeviceLostError(f"the audio device {audio.device_name!r} ({audio.hostapi}) stopped: the JACK "
+                                      f"server shut down ({xruns.shutdown})")
             if audio.stalled():
                 raise DeviceLostError(f"the audio device {audio.device_name!r} ({audio.hostapi}) stopped: no "
                                       "callback for 0.5 s (the JACK server died or the interface is gone)")
