@@ -68,6 +68,7 @@ class CorpusRun:
         self.quiet = quiet
         self.records: dict[int, dict] = {}  # source index -> manifest line
         self.failures: dict[int, dict] = {}
+        self.digests: dict[int, str] = {}  # of the bytes sent to the workers
         self.tally = Tally()
         self.info: dict = {}
         self.key = ""
@@ -118,8 +119,10 @@ class CorpusRun:
                 self._fail(index, "input", f"cannot read {source.path}: {error.strerror or error}", 0)
                 bar.update()
                 continue
-            done = self.complete(source, file_digest(midi))
+            self.digests[index] = file_digest(midi)
+            done = self.complete(source, self.digests[index])
             if done is not None:
+                del self.digests[index]
                 self.records[index] = {**done, "status": "skipped"}
                 self.tally.skipped += 1
                 bar.update()
@@ -146,7 +149,7 @@ class CorpusRun:
         if not outcome.ok:
             self._fail(index, outcome.kind, outcome.error, outcome.attempts)
             return
-        meta = self._write_outputs(self.sources[index], outcome)
+        meta = self._write_outputs(self.sources[index], self.digests.pop(index), outcome)
         self.records[index] = {**meta, "status": "rendered"}
         self.tally.rendered += 1
         self.tally.audio_s += meta["duration_s"]
@@ -158,7 +161,7 @@ class CorpusRun:
                                 "attempts": attempts}  # fmt: skip
         self.tally.failed += 1
 
-    def _write_outputs(self, source: Source, outcome: Outcome) -> dict:
+    def _write_outputs(self, source: Source, digest: str, outcome: Outcome) -> dict:
         from live_synth import __version__
         from live_synth.provenance import revision
 
@@ -167,7 +170,7 @@ class CorpusRun:
         audio_path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(audio_path, result["audio"])
         meta = {
-            "name": source.name, "source": str(source.path), "source_sha256": file_digest(source.path.read_bytes()),
+            "name": source.name, "source": str(source.path), "source_sha256": digest,
             "audio": audio_path.name, "audio_bytes": len(result["audio"]), "format": self.settings.format,
             "duration_s": round(result["seconds"], 6), "sample_rate": SAMPLE_RATE, "frames": result["frames"],
             "notes": result["notes"], **self.info, "options_key": self.key,

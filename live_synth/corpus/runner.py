@@ -175,6 +175,8 @@ class Pool:
         for _ in range(tries):
             try:
                 status, info, _, _ = ray.get(slot.actor.setup.remote())
+            except ray.exceptions.RayTaskError:  # a bug while loading: its traceback
+                raise
             except ray.exceptions.RayError:  # the worker died while loading: another one
                 slot.actor = self._actor()
                 continue
@@ -217,6 +219,8 @@ class Pool:
         slot.item = slot.ref = None
         try:
             status, value, node, pid = ray.get(ref)
+        except ray.exceptions.RayTaskError:  # not the job's error (run() catches those): a bug of the pool
+            raise
         except ray.exceptions.RayError as error:  # the worker died with the item: replace it, retry the item
             slot.actor = self._actor()
             self.replaced += 1
@@ -224,7 +228,8 @@ class Pool:
             if attempts <= self.options.retries:
                 retry.appendleft((key, payload, attempts + 1))
                 return None
-            return Outcome(key, False, error=f"its worker died {attempts} times (last: {type(error).__name__})",
+            return Outcome(key, False, error=f"its worker died {attempts} time{'s' * (attempts > 1)} (last: "
+                           f"{type(error).__name__})",
                            kind="worker", attempts=attempts)
         if status == "ok":
             return Outcome(key, True, value, attempts=attempts, node=node, pid=pid)
