@@ -79,7 +79,7 @@ def cluster(tmp_path_factory):
             os.killpg(node.pid, signal.SIGTERM)
         for node in reversed(nodes):
             try:
-                node.wait(15)
+                node.wait(5)  # ray start --block takes its time over SIGTERM; then SIGKILL
             except subprocess.TimeoutExpired:
                 pass
             os.killpg(node.pid, signal.SIGKILL) if _group_alive(node.pid) else None
@@ -359,3 +359,29 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     assert cli.main(["render-corpus", str(tmp_path / "list.txt"), str(tmp_path / "out")]) == 2
     assert "holds no MIDI files" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --- tools/make_dataset.py --ray: the dataset's references through the same runner ----------------------------------
+
+
+@needs_ray
+def test_make_dataset_on_ray_writes_the_same_pieces(cluster, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import make_dataset
+
+    from live_synth.training import synth
+
+    if not synth.available_renderers() or not synth.DEFAULT_SOUNDFONT.is_file():
+        pytest.skip("no MIDI renderer (apt-get install fluidsynth fluid-soundfont-gm)")
+    common = ["--seed", "3", "--procedural", "4", "--corpus", "0", "--max-seconds", "3"]
+    assert make_dataset.main([str(tmp_path / "pool"), *common]) == 0
+    assert make_dataset.main([str(tmp_path / "ray"), *common, "--ray", cluster]) == 0
+    pool_files = sorted(p.relative_to(tmp_path / "pool") for p in (tmp_path / "pool").rglob("*.npz"))
+    assert len(pool_files) == 4
+    assert pool_files == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*.npz"))
+    for f in pool_files:
+        assert (tmp_path / "pool" / f).read_bytes() == (tmp_path / "ray" / f).read_bytes()
+    manifests = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("pool", "ray")]
+    assert manifests[1].pop("created_by").endswith(f"--ray {cluster}")
+    manifests[0].pop("created_by")
+    assert manifests[0] == manifests[1]

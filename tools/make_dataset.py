@@ -2,7 +2,7 @@
 
     python tools/make_dataset.py OUT_DIR --seed 0 --procedural N --corpus M [--sparse N] [--expression N] \\
         --heldout-fraction 0.1 [--renderer fluidsynth|tinysoundfont] [--soundfont PATH] [--no-audio] \\
-        [--workers K] [--max-seconds S]
+        [--workers K] [--max-seconds S] [--ray [ADDRESS]]
 
 Pieces: N procedural pieces named procedural/00000.. (piece i is `procedural.generate(derive_seed(seed,
 "procedural", i))`) and the first M usable music21 works in the seed's order (`corpus.select_works`), named
@@ -15,7 +15,13 @@ live_synth/training/shards.py) with DATASET/manifest.json. A piece's split is a 
 never moves the others and one tune's harmonisations stay on one side; training reads train/ only, choices are made
 on validation/, and test/ is only reported.
 
-Deterministic: the same arguments give byte-identical piece files and manifest (whatever --workers is).
+--ray renders the pieces on Ray through live-synth's corpus runner (live_synth/corpus/runner.py): one actor per CPU
+of a local Ray started here, or of the cluster at ADDRESS (`auto`, HOST:PORT), each holding its renderer; the
+actors return the pieces and this process writes them, so the nodes need no shared folder (but each needs
+live-synth, FluidSynth and the soundfont). Needs the cluster extra (pip install 'live-synth[cluster]').
+
+Deterministic: the same arguments give byte-identical piece files and manifest (whatever --workers is; with --ray
+the pieces are the same bytes, and the manifest differs only in `created_by`, the command line).
 --no-audio leaves the int16 audio out of the piece files (a compact features-only copy, e.g. for the GPU machine);
 the mel features are the same either way.
 """
@@ -87,26 +93,52 @@ def _generated_midi(source: str, seed: int, max_seconds: float) -> bytes:
 
 def build_piece(task: Task) -> dict:
     """Render one piece, compute its features, write its file; return its statistics for the manifest."""
+    from live_synth.training.shards import write_piece
+
+    piece, stats = make_piece(task, _RENDERER)
+    write_piece(task.path, piece)
+    return stats
+
+
+def make_piece(task: Task, renderer):
+    """Render one piece and compute its features: (Piece, its statistics for the manifest)."""
     import torch
 
     from live_synth.audio.features import log_mel
     from live_synth.midi import apply_sustain, read_midi
-    from live_synth.training.shards import AUDIO_SCALE, Piece, note_arrays, write_piece
+    from live_synth.training.shards import AUDIO_SCALE, Piece, note_arrays
     from live_synth.training.synth import to_int16
 
     midi = task.midi if task.midi is not None else _generated_midi(task.source, task.procedural_seed,
                                                                    task.max_seconds)
-    audio, clipped = to_int16(_RENDERER.render(midi))
+    audio, clipped = to_int16(renderer.render(midi))
     with torch.inference_mode():
         mel = log_mel(torch.from_numpy(audio.astype(np.float32) / np.float32(AUDIO_SCALE))).numpy()
     notes, is_drum = note_arrays(apply_sustain(read_midi(midi, name=task.name)))
     piece = Piece(task.name, task.source, midi, notes, is_drum, mel.astype(np.float16),
                   audio if task.keep_audio else None)  # fmt: skip
-    write_piece(task.path, piece)
     programs = collections.Counter("drums" if d else str(int(p)) for p, d in zip(notes[:, 4], is_drum))
-    return {"name": task.name, "split": task.split, "file": f"{task.split}/{Path(task.path).name}",
-            "seconds": len(audio) / SAMPLE_RATE, "notes": len(notes), "programs": dict(programs),
-            "clipped": clipped, "peak": int(np.abs(audio.astype(np.int32)).max(initial=0))}  # fmt: skip
+    return piece, {"name": task.name, "split": task.split, "file": f"{task.split}/{Path(task.path).name}",
+                   "seconds": len(audio) / SAMPLE_RATE, "notes": len(notes), "programs": dict(programs),
+                   "clipped": clipped, "peak": int(np.abs(audio.astype(np.int32)).max(initial=0))}  # fmt: skip
+
+
+class ReferenceJob:
+    """What a Ray worker holds (--ray): its renderer, made once; a Task in, (Piece, statistics) out."""
+
+    def __init__(self, renderer_name: str, soundfont: str):
+        import torch
+
+        from live_synth.training.synth import make_renderer
+
+        torch.set_num_threads(1)  # as _init_worker: one thread per worker, bit-identical mel
+        self.renderer = make_renderer(renderer_name, soundfont)
+
+    def describe(self) -> dict:
+        return self.renderer.describe()
+
+    def __call__(self, task: Task):
+        return make_piece(task, self.renderer)
 
 
 def convert_work(work: str, seed: int, max_seconds: float):
@@ -159,6 +191,29 @@ def _ordered(executor, fn: Callable, items: Iterable, window: int) -> Iterator:
     finally:
         for future in pending:
             future.cancel()
+
+
+def render_on_ray(tasks: list[Task], renderer, address: str | None, progress) -> list[dict]:
+    """Every task's piece rendered by Ray workers and written here; statistics in task order. A piece that fails
+    stops the dataset with its one-line error (a dataset is all its pieces or nothing)."""
+    import functools
+
+    from live_synth.corpus.runner import Pool, PoolOptions, import_ray
+    from live_synth.training.shards import write_piece
+
+    import_ray().cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tools/ is not importable on nodes
+    stats: list = [None] * len(tasks)
+    job = functools.partial(ReferenceJob, renderer.name, str(renderer.soundfont))
+    with Pool(job, PoolOptions(address=None if address == "local" else address)) as pool:
+        pool.start()
+        with progress(total=len(tasks), desc="render + features (ray)", unit="piece") as bar:
+            for outcome in pool.run(enumerate(tasks)):
+                if not outcome.ok:
+                    raise LiveSynthError(f"{tasks[outcome.key].name}: {outcome.error}")
+                piece, stats[outcome.key] = outcome.value
+                write_piece(tasks[outcome.key].path, piece)
+                bar.update()
+    return stats
 
 
 # --- the dataset -----------------------------------------------------------------------------------------------------
@@ -322,6 +377,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=40.0, metavar="S",
                         help="cut every piece after S seconds (default 40)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT_DIR")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="render the pieces on Ray: a local Ray started here, or the cluster at ADDRESS "
+                             "(needs pip install 'live-synth[cluster]')")  # fmt: skip
     args = parser.parse_args(argv)
     counts = (args.procedural, args.corpus, args.sparse, args.expression)
     if min(counts) < 0 or sum(counts) == 0:
@@ -356,6 +414,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     from live_synth.training.synth import make_renderer
 
     renderer = make_renderer(args.renderer, args.soundfont)  # fails early, with one line, if nothing can render
+    if getattr(args, "ray", None):
+        from live_synth.corpus.runner import import_ray
+
+        import_ray()  # the install hint before any work
     _prepare(args.out, args.overwrite)
     threads = torch.get_num_threads()
     executor = _executor(args.workers, renderer.name, str(renderer.soundfont))
@@ -364,10 +426,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         works, skipped = select_corpus(executor, args, window, tqdm)
         tasks = plan(args, works)
         stats = []
-        with tqdm(total=len(tasks), desc="render + features", unit="piece") as bar:
-            for result in _ordered(executor, build_piece, ((t,) for t in tasks), window):
-                stats.append(result)
-                bar.update()
+        if getattr(args, "ray", None):
+            stats = render_on_ray(tasks, renderer, args.ray, tqdm)
+        else:
+            with tqdm(total=len(tasks), desc="render + features", unit="piece") as bar:
+                for result in _ordered(executor, build_piece, ((t,) for t in tasks), window):
+                    stats.append(result)
+                    bar.update()
     finally:
         executor.shutdown(cancel_futures=True)
         torch.set_num_threads(threads)
