@@ -127,7 +127,9 @@ class Pool:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home
         if not ray.is_initialized():
             o = self.options
-            kwargs = ({"address": "local", "num_cpus": o.local_cpus, "include_dashboard": False}
+            # A local Ray as big as asked for: --workers beyond this machine's CPUs share them rather than wait forever.
+            cpus = o.local_cpus or max(os.cpu_count() or 1, int(o.workers * o.cpus_per_worker + 0.999))
+            kwargs = ({"address": "local", "num_cpus": cpus, "include_dashboard": False}
                       if o.address is None else {"address": o.address})  # fmt: skip
             try:
                 ray.init(log_to_driver=False, configure_logging=False, **kwargs)
