@@ -31,6 +31,7 @@ from live_synth.errors import LiveSynthError, MissingDependencyError
 from live_synth.files import one_line
 
 INSTALL_HINT = "pip install 'live-synth[cluster]'"
+MAX_REPLACEMENTS = 4  # per worker slot, over a run: past that, the workers die of something other than their files
 POLL_S = 0.5  # how often the scheduling loop wakes up with nothing finished (to notice Ctrl-C promptly)
 
 
@@ -112,6 +113,7 @@ class _Slot:
     actor: object
     item: tuple | None = None  # (key, payload, attempts) while busy
     ref: object = None
+    loading: object = None  # a replacement's setup() while it loads
 
 
 @dataclass
@@ -188,29 +190,31 @@ class Pool:
         raise LiveSynthError(f"a worker died {tries} times while loading its job (out of memory?)")
 
     def run(self, items: Iterable[tuple[object, object]]) -> Iterator[Outcome]:
-        """(key, payload) -> Outcome per item, as they finish; items are drawn lazily, one per idle worker."""
+        """(key, payload) -> Outcome per item, as they finish; items are drawn lazily, one per idle worker. A
+        replacement worker loads while the others go on working."""
         import ray
 
         source, retry = iter(items), collections.deque()
         exhausted = False
         while True:
             for slot in self.slots:
-                if slot.item is None and not (exhausted and not retry):
-                    if retry:
-                        item = retry.popleft()
-                    else:
-                        nxt = next(source, None)
-                        if nxt is None:
-                            exhausted = True
-                            continue
-                        item = (*nxt, 1)
-                    slot.item, slot.ref = item, slot.actor.run.remote(item[1])
-            busy = {slot.ref: slot for slot in self.slots if slot.item is not None}
-            if not busy:
+                if slot.item is None and slot.loading is None and (retry or not exhausted):
+                    item = retry.popleft() if retry else next(source, None)
+                    if item is None:
+                        exhausted = True
+                        continue
+                    slot.item = item if len(item) == 3 else (*item, 1)
+                    slot.ref = slot.actor.run.remote(slot.item[1])
+            running = {slot.ref: slot for slot in self.slots if slot.item is not None}
+            if not running and (exhausted and not retry):
                 return
-            done, _ = ray.wait(list(busy), num_returns=1, timeout=POLL_S)
+            loading = {slot.loading: slot for slot in self.slots if slot.loading is not None}
+            done, _ = ray.wait([*running, *loading], num_returns=1, timeout=POLL_S)
             for ref in done:
-                outcome = self._finish(busy[ref], ref, retry)
+                if ref in loading:
+                    self._loaded(loading[ref])
+                    continue
+                outcome = self._finish(running[ref], ref, retry)
                 if outcome is not None:
                     yield outcome
 
@@ -224,15 +228,34 @@ class Pool:
         except ray.exceptions.RayTaskError:  # not the job's error (run() catches those): a bug of the pool
             raise
         except ray.exceptions.RayError as error:  # the worker died with the item: replace it, retry the item
-            slot.actor = self._actor()
-            self.replaced += 1
-            self._setup(slot)
+            self._replace(slot)
             if attempts <= self.options.retries:
                 retry.appendleft((key, payload, attempts + 1))
                 return None
             return Outcome(key, False, error=f"its worker died {attempts} time{'s' * (attempts > 1)} (last: "
-                           f"{type(error).__name__})",
-                           kind="worker", attempts=attempts)
+                           f"{type(error).__name__})", kind="worker", attempts=attempts)  # fmt: skip
         if status == "ok":
             return Outcome(key, True, value, attempts=attempts, node=node, pid=pid)
         return Outcome(key, False, error=value, kind=status, attempts=attempts, node=node, pid=pid)
+
+    def _replace(self, slot: _Slot) -> None:
+        slot.actor = self._actor()
+        slot.loading = slot.actor.setup.remote()
+        self.replaced += 1
+
+    def _loaded(self, slot: _Slot) -> None:
+        """A replacement worker finished loading (or died doing so: another one, a bounded number of times)."""
+        import ray
+
+        ref, slot.loading = slot.loading, None
+        try:
+            status, info, _, _ = ray.get(ref)
+        except ray.exceptions.RayTaskError:
+            raise
+        except ray.exceptions.RayError:
+            if self.replaced > MAX_REPLACEMENTS * len(self.slots):
+                raise LiveSynthError(f"workers keep dying ({self.replaced} replaced): out of memory?") from None
+            self._replace(slot)
+            return
+        if status != "ok":
+            raise LiveSynthError(info["error"])
