@@ -137,3 +137,43 @@ def test_a_signal_while_starting_or_running_ends_play_within_2_s(tmp_path: Path,
             os.killpg(play.pid, signal.SIGKILL)
         server.kill()
         server.wait()
+
+
+def _generation_pid(play: subprocess.Popen) -> int:
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(play.pid)], capture_output=True, text=True).stdout
+    pids = [int(line.split()[0]) for line in out.splitlines() if "spawn_main" in line]
+    assert pids, f"no generation process under play ({play.poll()}): {out}"
+    return pids[0]
+
+
+@pytest.mark.parametrize("then", ["nothing", "sigterm"])
+def test_play_ends_within_2_s_when_its_generation_process_is_killed(tmp_path: Path, then: str) -> None:
+    """The generation process killed (SIGKILL, the OOM killer) while playing, many times over: it dies at any point
+    of its loop, also holding a lock it shares with play. play says so in one line and ends within 2 s, a SIGTERM
+    in that state too, and leaves nothing behind."""
+    name = SERVER
+    server = _server(name)
+    try:
+        for attempt in range(3):
+            play = _play(name, tmp_path / f"take{attempt}.wav")
+            try:
+                _wait_for(play, "expected latency")
+                time.sleep(0.3 + 0.37 * attempt)  # a different point of the child's 0.1 s poll each time
+                killed = time.monotonic()
+                os.kill(_generation_pid(play), signal.SIGKILL)
+                if then == "sigterm":
+                    time.sleep(0.1)
+                    play.send_signal(signal.SIGTERM)
+                took = _ended_within(play, 2.0, killed)
+                err = play.stderr.read()
+                ours = [line for line in err.splitlines() if line.startswith("live-synth: error")]
+                assert play.returncode != 0 and len(ours) == 1 and "generation process" in ours[0], err[-2000:]
+                assert took <= 2.0, f"play took {took:.2f} s to end after its generation process was killed"
+                time.sleep(0.3)
+                assert not _left_behind(play)
+            finally:
+                if play.poll() is None:
+                    os.killpg(play.pid, signal.SIGKILL)
+    finally:
+        server.kill()
+        server.wait()

@@ -5,9 +5,12 @@ Shared memory block (created by the audio process, attached by the generation pr
                      consumer's clock stamp: read index and monotonic ns)
   [48, 48 + 8 K)     K float64 counters named by `generation.STATS` (ticks, late ticks, ready, start time, ...)
   [.., + 4 cap)      the ring's float32 samples (mono)
-Only the generation process writes samples, the write index and the STATS (except `start_time`, which the audio
-process writes once before it sets `go`); only the audio callback writes the read index and underrun counters.
-Messages (log lines, the final report, an error) go through a multiprocessing queue, never through the callback.
+Only the generation process writes samples, the write index and the STATS (except `start_time`, `go` and `stop`,
+which the audio process writes: `start_time` once before `go`); only the audio callback writes the read index and
+underrun counters. Messages (log lines, the final report, an error) go through a multiprocessing queue, never
+through the callback. `go` and `stop` are flags in shared memory that the child polls, not multiprocessing Events:
+an Event's `set()` takes a lock the child takes in every `wait()`, and a child killed while holding it (SIGKILL,
+the OOM killer) left `play` waiting on that lock forever, deaf to signals.
 
 The child ignores SIGINT: Ctrl-C reaches the whole process group, and the audio process stops the child through
 `stop` after it has stopped the stream, so that the recording and the counters are complete. SIGTERM and SIGHUP
@@ -89,8 +92,7 @@ def _parent_alive(parent: int) -> bool:
     return os.getppid() == parent
 
 
-def _child_main(settings: PlaySettings, shm_name: str, cap: int, samplerate: int, go, stop, messages,
-                parent: int) -> None:
+def _child_main(settings: PlaySettings, shm_name: str, cap: int, samplerate: int, messages, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
     shm = shared_memory.SharedMemory(name=shm_name)
@@ -100,12 +102,15 @@ def _child_main(settings: PlaySettings, shm_name: str, cap: int, samplerate: int
         ring = SpscRing(cap, buffers=(data, counters))
         generation = Generation(settings, log=lambda line: messages.put(("log", line)))
         generation.prepare(ring, samplerate, stats)
-        while not go.wait(0.05):
-            if stop.is_set() or not _parent_alive(parent):
+        go, stop = STATS.index("go"), STATS.index("stop")
+        while not stats[go]:
+            time.sleep(0.05)
+            if stats[stop] or not _parent_alive(parent):
                 messages.put(("done", generation.finish()))
                 return
         generation.go(float(stats[STATS.index("start_time")]))
-        while not stop.wait(0.1):
+        while not stats[stop]:
+            time.sleep(0.1)
             if not generation.poll() or not _parent_alive(parent):
                 break
         messages.put(("done", generation.finish()))
@@ -139,10 +144,10 @@ class GenerationProcess:
         counters, self.stats, data = _views(self.shm.buf, cap)
         counters[:], self.stats[:], data[:] = 0, 0, 0
         self.ring = SpscRing(cap, buffers=(data, counters))
-        self.go_event, self.stop_event, self.messages = self.ctx.Event(), self.ctx.Event(), self.ctx.Queue()
+        self.messages = self.ctx.Queue()
         self.process = self.ctx.Process(target=_child_main, name="live-synth-generation", daemon=True,
-                                        args=(self.settings, self.shm.name, cap, samplerate, self.go_event,
-                                              self.stop_event, self.messages, os.getpid()))
+                                        args=(self.settings, self.shm.name, cap, samplerate, self.messages,
+                                              os.getpid()))
         self.process.start()
         deadline = time.monotonic() + self.start_timeout_s
         while not self.stats[STATS.index("ready")]:
@@ -175,7 +180,7 @@ class GenerationProcess:
 
     def go(self, start_time: float) -> None:
         self.stats[STATS.index("start_time")] = start_time
-        self.go_event.set()
+        self.stats[STATS.index("go")] = 1
 
     def alive(self) -> bool:
         self._drain(0.0)
@@ -184,7 +189,7 @@ class GenerationProcess:
     def finish(self, timeout_s: float = 60.0) -> dict:
         """Tell the generation process to finish and wait up to `timeout_s` for its report (`close` kills it after
         a short grace if it is still there: after a fault its MIDI client may hang on a dead server)."""
-        self.stop_event.set()
+        self.stats[STATS.index("stop")] = 1
         deadline = time.monotonic() + timeout_s
         while self.result is None and self.error is None and time.monotonic() < deadline:
             self._drain(0.05)
@@ -200,7 +205,7 @@ class GenerationProcess:
 
     def close(self) -> None:
         if self.process is not None and self.process.is_alive():
-            self.stop_event.set()
+            self.stats[STATS.index("stop")] = 1
             self.process.join(timeout=0.3)
             if self.process.is_alive():
                 self.process.kill()

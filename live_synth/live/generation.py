@@ -62,7 +62,7 @@ class PlaySettings:
 STATS = ("ticks", "late_ticks", "steps", "last_tick_ms", "active_notes", "late_events", "late_ms_max",
          "midi_received", "midi_dropped", "ready", "start_time", "finished", "port_lost", "rollbacks", "frames_regenerated",
          "coalesced", "deferred", "skipped_samples", "delay_ms", "lead_ms", "vocoder_ms", "resampler_ms",
-         "guard_ms", "fx_ms", "parent_pid", "delay_changes")
+         "guard_ms", "fx_ms", "parent_pid", "delay_changes", "go", "stop")
 
 
 def torch_threads() -> int:
