@@ -63,7 +63,7 @@ def test_the_cli_loads_the_chain_once_and_hands_it_to_the_session(loads, empty_c
         pass
 
     class FakeSession:
-        def __init__(self, settings, log=print, chain=None):
+        def __init__(self, settings, log=print, chain=None, **other):
             seen["chain"], seen["settings"] = chain, settings
 
         def run(self):
