@@ -445,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--threads", type=int, default=0,
                       help="generation's intra-op threads (torch, ONNX Runtime; 0: all cores but one)")
     play.add_argument("--nice", type=int, default=PlaySettings.nice,
-                      help="nice value (and SCHED_BATCH) of the generation process's compute threads, so that the "
-                           "audio graph's threads come first (0: leave them be)")
+                      help="nice value of the generation engines' pool threads (all generation threads but MIDI's "
+                           "run with SCHED_BATCH, so that the audio graph's threads come first)")
     play.add_argument("--seconds", type=float, help="stop after this many seconds")
     play.add_argument("--web", nargs="?", const="127.0.0.1:8765", metavar="[HOST:]PORT",
                       help="also serve a page (spectrogram, stats, a keyboard) on this address (default "

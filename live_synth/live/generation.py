@@ -51,7 +51,7 @@ class PlaySettings:
     cuda_graph: bool = False
     seconds: float | None = None  # stop after this long (tests, benchmarks)
     threads: int = 0  # intra-op threads (torch, ONNX Runtime) on the generation side (0: all cores but one)
-    nice: int = 10  # the generation process's compute threads: this nice value and SCHED_BATCH (0: leave them be)
+    nice: int = 10  # the engines' pool threads: this nice value (all generation threads but MIDI's: SCHED_BATCH)
     in_process: bool = False  # generation in a thread of this process instead of its own process
     page: object = None  # `play --web`: a web.link.PageLink (the page's events in, the frames out), else None
     morph: str | None = None  # "A>B": program A's timbre morphed towards B's by controller `morph_cc` (live/morph.py)
@@ -96,6 +96,7 @@ class Generation:
         # left to the audio side, whose threads must run within every JACK period (live/priority.py)
         torch.set_num_threads(settings.threads or compute_threads())
         self.settings, self.log = settings, log
+        before = thread_ids()  # the threads the model's engines start: their pools (`prepare` lowers them)
         check_engine_available(settings.engine)
         self.synth = load_synth(settings.model, SynthOptions(
             engine=settings.engine, device=settings.device, dtype=settings.dtype, engine_dir=settings.engine_dir,
@@ -106,6 +107,7 @@ class Generation:
         self.stream = self.synth.live_stream(hop, settings.strategy, settings.sampler)
         self.vocoder = streaming_vocoder(load_vocoder(settings.vocoder or self.synth.vocoder_path),
                                          engine=self.synth.engine.name)
+        self.pool_threads = thread_ids() - before
         log(f"model {self.synth.source} ({self.synth.family} family, hop {hop} frame(s) = {hop * 20} ms, "
             f"{self.stream.steps} steps, engine {self.synth.engine.name}), vocoder {self.vocoder.name}")
         self.worker = self.midi = self.recorder = None
@@ -140,10 +142,12 @@ class Generation:
             from live_synth.web.link import MelTap, PageSource
 
             self.midi, stream = PageSource(self.midi, s.page), MelTap(stream, s.page)
-        if s.nice and not s.in_process:  # before the pre-fill: D is sized from ticks at the priority they run at
+        if not s.in_process:  # before the pre-fill: D is sized from ticks at the priority they run at
             midi_threads = thread_ids() - before  # a JACK MIDI client's: the graph waits for them every cycle
-            line = lower_threads(s.nice, exclude=midi_threads)
-            self.log(line or f"generation: {torch_threads()} compute thread(s) at nice {s.nice}, SCHED_BATCH; "
+            failed = [line for line in (lower_threads(0, exclude=midi_threads | self.pool_threads),
+                                        lower_threads(s.nice, tids=self.pool_threads - midi_threads)) if line]
+            self.log("; ".join(failed) or f"generation: {torch_threads()} intra-op thread(s); the worker at normal "
+                     f"priority with SCHED_BATCH, {len(self.pool_threads)} engine pool thread(s) at nice {s.nice}; "
                      f"{len(midi_threads)} MIDI thread(s) left as they were")
         self.worker = GenerationWorker(stream, self.midi, self.vocoder, feed)
         if s.morph:  # the controller's moves are placed and rolled back like notes

@@ -4,11 +4,14 @@ On a 2-core machine without real-time scheduling (a JACK server started with `--
 desktops run it), every JACK client's process thread competes with the generation process's compute threads. When
 generation wins, the whole graph xruns, every other client with it. So:
 
-- the generation process's compute threads (the main thread, the worker that it starts later, ONNX Runtime's and
-  torch's pools) run at a lower priority: `nice` (default 10) and `SCHED_BATCH` (no wake-up preemption of the
-  threads the graph waits for). Its JACK MIDI client's threads are left as they are: the JACK graph waits for them
-  every cycle, so they must not wait behind generation (`lower_threads(exclude=...)`);
-- ONNX Runtime and torch get `compute_threads()` intra-op threads: one core is left to the audio side;
+- ONNX Runtime and torch get `compute_threads()` intra-op threads: one core is left to the audio side (on 2 cores
+  the worker thread alone computes);
+- the generation process's threads run with `SCHED_BATCH` (they do not preempt the threads the graph waits for
+  when they wake), the engines' pool threads also at a lower priority (`nice`, default 10). The worker thread
+  itself stays at nice 0: niced, it starved whenever more CPU-bound work than cores ran at normal priority (ring
+  underruns in 8 of the JACK end-to-end tests while a training run loaded both cores), and it holds the GIL that
+  the JACK MIDI thread needs when a message arrives, so a starved worker stalled the graph too. The JACK MIDI
+  client's threads are left as they are: the graph waits for them every cycle (`lower_threads(exclude=...)`);
 - the audio callback's thread asks for `SCHED_FIFO` where the system allows it (root, or an `rtprio` limit); where it
   does not, `play` says so in one line and goes on.
 
