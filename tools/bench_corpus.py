@@ -7,7 +7,8 @@ Makes `--files` procedural songs cropped to `--seconds` (seeded), then renders t
 2. Ray with 1 worker, 3. Ray with 2 workers: `render-corpus` on a local Ray (each into a fresh folder).
 For each: wall time from start (Ray included: start-up and model loads) and the steady rate once the workers
 have loaded (the run's own clock), files/s and audio s/s. Ray's overhead = 1 - (1-worker rate / loop rate). Writes a
-JSON report with the machine, revision and command, and prints a summary. A benchmark, not a test.
+JSON report with the machine, revision, command and load average (other work on the machine skews the rates), and
+prints a summary. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from live_synth.corpus import RenderSettings
 
     settings = RenderSettings(model=args.model, threads=1)
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
     try:
         paths = make_songs(work / "in", args.files, args.seconds)
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     report = {"tool": "tools/bench_corpus.py", "command": "python tools/bench_corpus.py " + shlex.join(argv or
               sys.argv[1:]), "revision": revision(), "machine": machine(), "model": args.model,
-              "files": args.files, "seconds_per_file": args.seconds, "results": results, "summary": summary}  # fmt: skip
+              "files": args.files, "seconds_per_file": args.seconds, "results": results, "summary": summary,
+              "load_average_before_after": [load_before, os.getloadavg()]}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     for name, r in results.items():
