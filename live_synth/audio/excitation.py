@@ -12,8 +12,8 @@ a song is rendered in one piece, in blocks, or live a frame at a time, and after
   table, rounded up (a bent-up note never aliases), with linear interpolation.
 - Drums: one of `NOISE_BANK` fixed noise bursts chosen by a hash of (onset sample, pitch), decaying with `DRUM_TAU_S`.
 
-Cost: vectorised over the notes without bends (one numpy pass per call); notes on lanes with bends are computed one
-by one. Thread: any (no shared mutable state; the tables are built once and never written).
+Cost: one numpy pass per note over its own samples only (a block of a song pays for the notes it holds, not for
+every note times every sample). Thread: any (no shared mutable state; the tables are built once and never written).
 """
 
 from __future__ import annotations
@@ -104,35 +104,29 @@ def excitation(events: NoteEvents, n0: int, n1: int) -> np.ndarray:
     t0, t1 = n0 / SAMPLE_RATE, n1 / SAMPLE_RATE
     drum = notes[:, _DRUM] > 0
     end = np.where(drum, notes[:, _ONSET] + DRUM_S, notes[:, _RELEASE] + TAIL_S)
-    active = np.flatnonzero((notes[:, _ONSET] < t1) & (end > t0))
-    if not len(active):
-        return out
-    times = np.arange(n0, n1, dtype=np.float64) / SAMPLE_RATE
-    amplitude = notes[:, _VELOCITY] / 127.0
     tables = saw_tables()
-    plain = []
-    for k in active:
+    for k in np.flatnonzero((notes[:, _ONSET] < t1) & (end > t0)):
+        note = notes[k]
         if drum[k]:
-            _add_drum(out, n0, notes[k], amplitude[k])
+            _add_drum(out, n0, note, note[_VELOCITY] / 127.0)
             continue
-        bends = _bend_rows(events, notes[k, _LANE])
+        # Only the note's own samples: from its onset (rounded up) to the end of its tail, within [n0, n1).
+        a = max(n0, int(np.ceil(note[_ONSET] * SAMPLE_RATE)))
+        b = n1 if not np.isfinite(end[k]) else min(n1, int(np.ceil(end[k] * SAMPLE_RATE)))
+        if a >= b:
+            continue
+        times = np.arange(a, b, dtype=np.float64) / SAMPLE_RATE
+        onset = note[_ONSET]
+        f0 = 440.0 * 2.0 ** ((note[_PITCH] - 69) / 12.0)
+        bends = _bend_rows(events, note[_LANE])
         if bends is None:
-            plain.append(k)
-            continue
-        onset = notes[k, _ONSET]
-        f0 = 440.0 * 2.0 ** ((notes[k, _PITCH] - 69) / 12.0)
-        cycles, bend = _cycles(onset, times, f0, bends)
-        wave = _read(tables, notes[k, _PITCH] + bend, cycles)
-        env = _envelope(times, onset, notes[k, _RELEASE]) * (times >= onset)
-        out += (amplitude[k] * env * wave).astype(np.float32)
-    if plain:
-        k = np.array(plain)
-        onset, release, pitch = notes[k, _ONSET][:, None], notes[k, _RELEASE][:, None], notes[k, _PITCH][:, None]
-        f0 = 440.0 * 2.0 ** ((pitch - 69) / 12.0)
-        cycles = f0 * (times[None, :] - onset)
-        wave = _read(tables, np.broadcast_to(pitch, cycles.shape), cycles)
-        env = _envelope(times[None, :], onset, release) * (times[None, :] >= onset)
-        out += (amplitude[k][:, None] * env * wave).sum(axis=0).astype(np.float32)
+            cycles, pitch = f0 * (times - onset), np.full(len(times), note[_PITCH])
+        else:
+            cycles, bend = _cycles(onset, times, f0, bends)
+            pitch = note[_PITCH] + bend
+        wave = _read(tables, pitch, cycles)
+        out[a - n0 : b - n0] += (note[_VELOCITY] / 127.0 * _envelope(times, onset, note[_RELEASE]) * wave).astype(
+            np.float32)
     return out
 
 

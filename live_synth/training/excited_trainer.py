@@ -187,7 +187,8 @@ def _save(path: Path, obj: dict) -> None:
 
 
 def train(dataset: Path, out: Path, cfg: ExcitedTrainConfig, minutes: float, save_every_s: float = 120.0,
-          log=print) -> dict:
+          log=print, max_steps: int | None = None) -> dict:
+    """Train for `minutes` (or until `max_steps`), resuming from `out/ckpt.pt` when it exists."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt = torch.load(out / CKPT, weights_only=False) if (out / CKPT).is_file() else None
     if ckpt:
@@ -211,7 +212,7 @@ def train(dataset: Path, out: Path, cfg: ExcitedTrainConfig, minutes: float, sav
         f"{net.num_parameters / 1e6:.2f} M parameters; step {step}")
     sampler = Sampler(pieces, cfg, receptive, seed=cfg.seed * 1000 + step)
     start = last_save = time.time()
-    while time.time() - start < minutes * 60:
+    while time.time() - start < minutes * 60 and (max_steps is None or step < max_steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss, parts = loss_of(net, sampler.batch(), cfg)
