@@ -185,7 +185,9 @@ def measure(synth: str, notes: list[ScheduledNote], seconds: float, tag: str, pl
                 process.kill()
                 process.wait()
         if synth == "live-synth" and process.returncode != 0:
-            raise LiveSynthError(f"live-synth play failed: {err.strip().splitlines()[-1:] if err else '?'}")
+            said = [line for line in (err or "").splitlines() if line.startswith("live-synth: error")]
+            raise LiveSynthError(f"live-synth play failed (exit {process.returncode}): "
+                                 f"{(said or (err or '?').strip().splitlines())[-1]}")
         sent = probe.note_ons()
     report = {}
     if synth == "live-synth":
