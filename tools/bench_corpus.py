@@ -69,7 +69,7 @@ def ray_run(folder: Path, out: Path, settings, workers: int) -> dict:
     steady = end - run.tally.started
     assert run.tally.rendered == len(run.sources) and not run.tally.failed, run.tally.line()
     return {"wall_s": end - start, "steady_s": steady, "audio_s": run.tally.audio_s, "files": run.tally.rendered,
-            "nodes": len(run.nodes)}
+            "nodes": len(run.nodes), "loaded": run.info}  # model, vocoder and engine, with their fingerprints
 
 
 def rates(result: dict) -> dict:
