@@ -190,3 +190,25 @@ def test_the_trainer_lowers_the_loss_on_a_tiny_dataset(tmp_path: Path):
     assert result["step"] == 8 and min(valid[-3:]) < valid[0]
     shipped = export(tmp_path / "run", tmp_path / "shipped")
     assert isinstance(load_vocoder(shipped), ExcitedVocoder)
+
+
+def test_a_flood_is_cut_to_the_voice_limit_the_same_way_in_blocks_and_whole():
+    """500 notes in half a second: no more than VOICES excite at once, decided by the notes (blocks agree), and the
+    work stays bounded (a flood into `play` must not starve the device)."""
+    import time
+
+    from live_synth.audio.excitation import VOICES
+
+    rows = [(0.001 * i, 0.001 * i + 0.3, 40 + i % 40, 90, 0) for i in range(500)]
+    ev = events(rows)
+    whole = excitation(ev, 0, SR)
+    blocks = np.concatenate([excitation(ev, a, a + 800) for a in range(0, SR, 800)])
+    np.testing.assert_array_equal(whole, blocks)
+    held = [(0.001 * i, np.inf, 40 + i % 40, 90, 0) for i in range(100)]  # 100 held keys in 0.1 s
+    after = excitation(events(held), int(0.2 * SR), int(0.25 * SR))
+    only_last = excitation(events(held[-VOICES:]), int(0.2 * SR), int(0.25 * SR))
+    np.testing.assert_allclose(after, only_last, atol=1e-6)  # the 68 older keys lost their voices
+    start = time.perf_counter()
+    for a in range(0, SR // 2, 800):
+        excitation(ev, a, a + 800)
+    assert (time.perf_counter() - start) / (SR // 2 // 800) < 0.01  # well under a 20 ms frame per call

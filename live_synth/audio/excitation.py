@@ -10,6 +10,7 @@ a song is rendered in one piece, in blocks, or live a frame at a time, and after
   `NoteEvents` (a sum over the bend steps since the onset), so a bent note stays phase-continuous.
 - Band limit: one wavetable per MIDI pitch (harmonics up to 0.95 x Nyquist), read at the instantaneous pitch's
   table, rounded up (a bent-up note never aliases), with linear interpolation.
+- Polyphony: `VOICES` notes at most; a note stops exciting when the `VOICES`-th later note starts (`_steal_voices`).
 - Drums: one of `NOISE_BANK` fixed noise bursts chosen by a hash of (onset sample, pitch), decaying with `DRUM_TAU_S`.
 
 Cost: one numpy pass per note over its own samples only (a block of a song pays for the notes it holds, not for
@@ -31,6 +32,7 @@ ATTACK_S = 0.001  # a 1 ms ramp at the onset (a step would put a click at every 
 DRUM_S = 0.12  # how long a drum hit's burst lasts
 DRUM_TAU_S = 0.03
 NOISE_BANK = 16
+VOICES = 32  # at most this many notes excite at once (the frame features' slot count): a flood stays bounded
 _ONSET, _RELEASE, _PITCH, _VELOCITY, _PROGRAM, _DRUM, _LANE = range(7)
 
 
@@ -104,30 +106,69 @@ def excitation(events: NoteEvents, n0: int, n1: int) -> np.ndarray:
     t0, t1 = n0 / SAMPLE_RATE, n1 / SAMPLE_RATE
     drum = notes[:, _DRUM] > 0
     end = np.where(drum, notes[:, _ONSET] + DRUM_S, notes[:, _RELEASE] + TAIL_S)
+    active = np.flatnonzero((notes[:, _ONSET] < t1) & (end > t0))
+    if len(active) > VOICES:
+        end, active = _steal_voices(notes, end, active, t0, t1)
     tables = saw_tables()
-    for k in np.flatnonzero((notes[:, _ONSET] < t1) & (end > t0)):
+    plain = []
+    for k in active:
         note = notes[k]
         if drum[k]:
             _add_drum(out, n0, note, note[_VELOCITY] / 127.0)
             continue
-        # Only the note's own samples: from its onset (rounded up) to the end of its tail, within [n0, n1).
-        a = max(n0, int(np.ceil(note[_ONSET] * SAMPLE_RATE)))
-        b = n1 if not np.isfinite(end[k]) else min(n1, int(np.ceil(end[k] * SAMPLE_RATE)))
+        bends = _bend_rows(events, note[_LANE])
+        if bends is None:
+            plain.append(k)
+            continue
+        a, b = _span(note[_ONSET], end[k], n0, n1)
         if a >= b:
             continue
         times = np.arange(a, b, dtype=np.float64) / SAMPLE_RATE
-        onset = note[_ONSET]
         f0 = 440.0 * 2.0 ** ((note[_PITCH] - 69) / 12.0)
-        bends = _bend_rows(events, note[_LANE])
-        if bends is None:
-            cycles, pitch = f0 * (times - onset), np.full(len(times), note[_PITCH])
-        else:
-            cycles, bend = _cycles(onset, times, f0, bends)
-            pitch = note[_PITCH] + bend
-        wave = _read(tables, pitch, cycles)
-        out[a - n0 : b - n0] += (note[_VELOCITY] / 127.0 * _envelope(times, onset, note[_RELEASE]) * wave).astype(
-            np.float32)
+        cycles, bend = _cycles(note[_ONSET], times, f0, bends)
+        wave = _read(tables, note[_PITCH] + bend, cycles)
+        out[a - n0 : b - n0] += (note[_VELOCITY] / 127.0 * _envelope(times, note[_ONSET], note[_RELEASE]) *
+                                 wave).astype(np.float32)
+    if plain:
+        _add_plain(out, n0, n1, notes[plain], end[plain], tables)
     return out
+
+
+def _span(onset: float, end: float, n0: int, n1: int) -> tuple[int, int]:
+    """A note's own samples within [n0, n1): from its onset (rounded up) to the end of its tail."""
+    a = max(n0, int(np.ceil(onset * SAMPLE_RATE)))
+    return a, (n1 if not np.isfinite(end) else min(n1, int(np.ceil(end * SAMPLE_RATE))))
+
+
+def _add_plain(out: np.ndarray, n0: int, n1: int, notes: np.ndarray, end: np.ndarray, tables: np.ndarray) -> None:
+    """Notes without bends, all in one numpy pass over the concatenation of their own samples."""
+    spans = np.array([_span(note[_ONSET], e, n0, n1) for note, e in zip(notes, end)], np.int64).reshape(-1, 2)
+    lengths = np.maximum(spans[:, 1] - spans[:, 0], 0)
+    if not lengths.sum():
+        return
+    which = np.repeat(np.arange(len(notes)), lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    sample = spans[which, 0] + offsets
+    times = sample / SAMPLE_RATE
+    onset, note = notes[which, _ONSET], notes[which]
+    cycles = 440.0 * 2.0 ** ((note[:, _PITCH] - 69) / 12.0) * (times - onset)
+    wave = _read(tables, note[:, _PITCH], cycles)
+    value = note[:, _VELOCITY] / 127.0 * _envelope(times, onset, note[:, _RELEASE]) * wave
+    out += np.bincount(sample - n0, weights=value, minlength=len(out))[: len(out)].astype(np.float32)
+
+
+def _steal_voices(notes: np.ndarray, end: np.ndarray, active: np.ndarray, t0: float, t1: float):
+    """Voice stealing, as a synth with `VOICES` voices does: a note's excitation ends when the `VOICES`-th note after
+    it starts. A property of the notes alone (not of the range asked for), so blocks, frames and rollbacks agree; it
+    bounds the work of a flood (thousands of notes inside one tail) to `VOICES` notes per sample."""
+    first = notes[active, _ONSET].min()
+    later = np.sort(notes[(notes[:, _ONSET] >= first) & (notes[:, _ONSET] < t1), _ONSET])
+    rank = np.searchsorted(later, notes[active, _ONSET], side="right")  # notes starting at or before each
+    stolen = rank - 1 + VOICES < len(later)
+    end = end.copy()
+    end[active[stolen]] = np.minimum(end[active[stolen]], later[np.minimum(rank[stolen] - 1 + VOICES,
+                                                                           len(later) - 1)])
+    return end, active[end[active] > t0]
 
 
 def _add_drum(out: np.ndarray, n0: int, note: np.ndarray, amplitude: float) -> None:
