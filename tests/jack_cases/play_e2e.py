@@ -222,9 +222,9 @@ def test_the_generation_process_exits_within_a_second_when_play_is_killed(jack_s
 
 # The rollback, effects and flood cases test the live loop's mechanics with the small causal model and the mel-only
 # streaming vocoder (1.5 ms a frame). With the default model's excited vocoder (about 3 ms a frame on these 2 cores,
-# more while a flood's notes make its excitation), the same cases counted a few ring underruns (2-3) and the
-# 10,000-event/s flood 413 on 2026-12-04: a known cost of that vocoder, written in MODEL_CARD.md; the default
-# model's own session (above) runs the excited vocoder.
+# more while a flood's notes make its excitation), the same cases counted ring underruns (a few, and hundreds in the
+# 10,000-event/s flood) on 2026-12-04: a known cost of that vocoder, written in MODEL_CARD.md; the default model's
+# own session (above) runs the excited vocoder.
 MECHANICS_VOCODER = str(packaged_path("vocoders") / "mel-only")
 
 
