@@ -29,3 +29,22 @@ def engine_root(model: nn.Module, fingerprint: str | None = None) -> Path:
     cache = os.environ.get("LIVE_SYNTH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
                                                       "live-synth")
     return Path(cache) / "engines" / (fingerprint or weights_fingerprint(model))
+
+
+def cached_ort_session(model: nn.Module, filename: str, export, threads: int | None = None):
+    """An ONNX Runtime CPU session on `model`'s graph `filename` in its engines folder, exported once per weights
+    (`export(model, path)`, written under a temporary name, then renamed). Intra-op threads: `threads`, else torch's
+    count (which `play` sizes to leave a core to the audio side); no spinning between calls."""
+    import onnxruntime as ort
+
+    path = engine_root(model) / filename
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.onnx")
+        export(model, tmp)
+        tmp.replace(path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -290,22 +290,9 @@ class _TorchRunner:
 
 class _OrtRunner:
     def __init__(self, net: ExcitedNet, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        from live_synth.engine_cache import cached_ort_session
 
-        from live_synth.engine_cache import engine_root, weights_fingerprint
-
-        fingerprint = weights_fingerprint(net)
-        path = engine_root(net, fingerprint) / "excited-vocoder.onnx"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.onnx")
-            export_onnx(net, tmp)
-            tmp.replace(path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cached_ort_session(net, "excited-vocoder.onnx", export_onnx, threads)
         self.names = [f"cache{i}" for i in range(net.config.layers)]
         self.net = net
 

@@ -77,24 +77,12 @@ class OrtNeuralStream:
     weights into the engines cache. State: the graph's state arrays (new arrays each step: snapshots are free)."""
 
     def __init__(self, vocoder, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        from live_synth.engine_cache import engine_root, weights_fingerprint
         from live_synth.audio.neural_vocoder import export_step_onnx, onnx_state_names
+        from live_synth.engine_cache import cached_ort_session
 
         model = getattr(vocoder, "model", vocoder)
-        fingerprint = weights_fingerprint(model)
-        path = engine_root(model, fingerprint) / "vocoder-step.onnx"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.onnx")
-            export_step_onnx(model.float().eval(), tmp)
-            tmp.replace(path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cached_ort_session(model, "vocoder-step.onnx",
+                                          lambda m, path: export_step_onnx(m.float().eval(), path), threads)
         names = onnx_state_names(model)
         self.inputs, self.outputs = ["mel", *names], ["audio", *[f"next_{n}" for n in names]]
         initial = model.initial_state(1)
