@@ -66,11 +66,13 @@ class NoteState:
         self._count = 0
         self._last_prune = -np.inf
         self.controls = [ControlTracker() for _ in range(16)]
+        self._events: NoteEvents | None = None  # `events()` until the next message or prune (read-only to callers)
         self.stats = NoteStateStats()
 
     # -- worker thread ----------------------------------------------------------------------------------------------
     def apply(self, t: float, message) -> None:
         """Apply one raw MIDI message (a sequence of ints) that arrived at time `t` (seconds, session clock)."""
+        self._events = None
         self.stats.messages += 1
         if not message:
             self.stats.ignored += 1
@@ -97,12 +99,16 @@ class NoteState:
 
     def events(self) -> NoteEvents:
         """Every kept note (sounding ones with an infinite release) and the controllers, lane = channel. Cheap with
-        many notes (a flood): the finished ones are kept as an array as they end."""
+        many notes (a flood): the finished ones are kept as an array as they end. Built once per change: the model's
+        features and the excited vocoder both ask for it every tick. Callers must not modify what it returns."""
+        if self._events is not None:
+            return self._events
         sounding = [(n.start, np.inf, n.pitch, n.velocity, n.program, 0.0, n.channel) for n in self.sounding()]
         array = self._rows[: self._count]
         if sounding:
             array = np.concatenate([array, np.array(sounding, np.float64)])
-        return NoteEvents(array, {c: tr.array() for c, tr in enumerate(self.controls) if tr.rows})
+        self._events = NoteEvents(array, {c: tr.array() for c, tr in enumerate(self.controls) if tr.rows})
+        return self._events
 
     def snapshot(self, now: float, horizon: float) -> NoteSequence:
         """Every note that may matter from `now - keep_s` on, sounding notes ending at `horizon`."""
@@ -177,6 +183,7 @@ class NoteState:
         if now - self._last_prune < 1.0:
             return
         self._last_prune = now
+        self._events = None
         cutoff = now - self.keep_s
         if self.finished and self.finished[0].end is not None and self.finished[0].end < cutoff:
             self.finished = [n for n in self.finished if n.end is not None and n.end >= cutoff]
