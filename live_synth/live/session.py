@@ -158,6 +158,7 @@ class LiveSession:
         latency: dict = {}
         stage = xruns = None
         lost = None
+        signalled = False
         priority = ""
         try:
             ring = side.start(capacity, audio.samplerate)
@@ -190,6 +191,7 @@ class LiveSession:
                 self._control_loop(side, audio, ring, start, xruns)
             except KeyboardInterrupt:
                 self.log("stopping")
+                signalled = True
             except DeviceLostError as error:
                 lost = error
             finally:
@@ -208,7 +210,9 @@ class LiveSession:
                 except LiveSynthError:
                     pass
                 raise lost
-            fields = side.finish()
+            # A signal asks for a stop within 2 s: the generation side gets 1.2 s to report (it closes the recording
+            # first), then `close` kills it.
+            fields = side.finish(timeout_s=1.2 if signalled else 60.0)
             seconds = time.monotonic() - start
             stats = np.array(side.stats)  # copies: the shared memory goes away at close
             underruns = ring.underruns + (played.underruns if stage is not None else 0)
