@@ -262,3 +262,25 @@ def test_the_worker_wakes_when_a_scheduled_event_comes_due():
     start = time.perf_counter()
     worker._sleep(1.0)
     assert time.perf_counter() - start < 0.1
+
+
+@pytest.mark.parametrize("kind", ["stand-in", "excited"])
+def test_a_rehearsal_is_timed_and_leaves_no_trace_in_what_is_played(kind):
+    """`rehearse` times ticks that make notes (the declared delay and the rollback deadline are sized from them),
+    then rewinds the stream and the vocoder: what the worker writes afterwards is what it writes without it."""
+    factory, _ = VOCODERS[kind]
+    new_stream = factory()
+    chord = [[0x90, pitch, 100] for pitch in (48, 60, 67)]
+    rehearsed, ring_a, _ = causal_worker(vocoder=new_stream())
+    made = []
+    make = rehearsed._make
+    rehearsed._make = lambda notes: made.append(make(notes)) or made[-1]
+    times = rehearsed.rehearse(12, chord)
+    rehearsed._make = make
+    assert len(times) == 12 and all(t > 0 for t in times) and rehearsed._deadline_s > 0
+    assert np.abs(made[-1] - made[0]).max() > 1e-3  # the chord sounds from the second frame on
+    assert rehearsed.stream.frame == 0 and not rehearsed.notes.sounding()
+    plain, ring_b, _ = causal_worker(vocoder=new_stream())
+    for worker, ring in ((rehearsed, ring_a), (plain, ring_b)):
+        fill(worker, ring)
+    np.testing.assert_array_equal(ring_a.peek(0, ring_a.available()), ring_b.peek(0, ring_b.available()))

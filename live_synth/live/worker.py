@@ -60,6 +60,7 @@ class MidiSource(Protocol):
 
 
 ORIGIN_WINDOW_S = 1.0  # how far back `GenerationWorker.origin` looks for an on-time callback
+DEADLINE_MARGIN_MS = 2.0  # added to the rollback deadline (as to the declared delay: live/generation.py)
 
 @dataclass
 class WorkerStats:
@@ -298,21 +299,52 @@ class GenerationWorker(threading.Thread):
         if stream.can_rewind:
             self._records.append(_Record(stream.frame, self.vocode.snapshot(), self.feed.state, self.feed.position))
         self.notes.prune(stream.frame / FRAME_RATE)
-        frames = stream.generate(self.notes)
-        # The excited vocoder is told the notes (pitch and onset to the sample); the others take the mel alone.
-        events = self.notes.events() if getattr(self.vocode, "needs_notes", False) else None
-        self.feed.push(self.vocode(frames, events).astype(np.float32))
+        audio = self._make(self.notes)
+        self.feed.push(audio)
         self.stats.skipped_samples = self.feed.skipped_samples
         compute_ms = (time.perf_counter() - start) * 1e3
-        self._account(compute_ms, len(frames) * 1000 / FRAME_RATE)
-        # How far past the guard a rollback's rewrite must start: the frames from a note's first frame to its
-        # audible output (feature look-ahead + vocoder look-ahead), each at a slow recent tick (the 90th
-        # percentile: `play` sizes the declared delay with the pre-fill's 99th, so this stays below it).
+        self._account(compute_ms, len(audio) // HOP * 1000 / FRAME_RATE)
+        self._observe(compute_ms)
+
+    def _make(self, notes: NoteState) -> np.ndarray:
+        """One hop of audio (16 kHz) for `notes`: the stream's frames, vocoded."""
+        frames = self.stream.generate(notes)
+        # The excited vocoder is told the notes (pitch and onset to the sample); the others take the mel alone.
+        events = notes.events() if getattr(self.vocode, "needs_notes", False) else None
+        return self.vocode(frames, events).astype(np.float32)
+
+    def _observe(self, compute_ms: float) -> None:
+        """A tick's time: the rollback deadline and the declared delay's policy are sized from the recent ones.
+
+        The deadline is how far past the guard a rollback's rewrite must start: the ticks from a note's first frame
+        to its audible output (feature look-ahead + vocoder look-ahead), each at a slow recent tick (the 99th
+        percentile of the last 100, as `play` sizes D), plus 2 ms. Sized at the 90th, a rollback whose ticks ran
+        slower than the recent ones (the first notes after silence) starved the device in 1 of 3 JACK runs."""
         self._recent_ms.append(compute_ms)
         if self.delay_policy is not None:
             self.delay_policy.observe(compute_ms)
-        slow = sorted(self._recent_ms)[int(0.9 * (len(self._recent_ms) - 1))]
-        self._deadline_s = (stream.lookahead_frames() + self.timing.vocoder_frames) * slow / 1e3
+        slow = float(np.percentile(self._recent_ms, 99))
+        self._deadline_s = ((self.stream.lookahead_frames() + self.timing.vocoder_frames) * slow + DEADLINE_MARGIN_MS) / 1e3
+
+    def rehearse(self, ticks: int, messages: list[list[int]]) -> list[float]:
+        """Time `ticks` ticks with `messages` (note-ons) sounding from the second frame on, without writing audio,
+        then rewind the stream and the vocoder to where they were: the declared delay and the rollback deadline are
+        sized from ticks that make notes (a silent pre-fill is cheaper than playing), and the first notes' one-off
+        costs are paid before going live. Returns the tick times (ms)."""
+        stream = self.stream
+        first, vocoder = stream.frame, self.vocode.snapshot()
+        notes = type(self.notes)()
+        for message in messages:
+            notes.apply((first + 1) / FRAME_RATE, message)
+        times = []
+        for _ in range(min(ticks, 48)):  # the stream keeps 64 frames of history (causal_stream.CausalStream)
+            start = time.perf_counter()
+            self._make(notes)
+            times.append((time.perf_counter() - start) * 1e3)
+            self._observe(times[-1])
+        stream.rewind(first)
+        self.vocode.restore(vocoder)
+        return times
 
     def _account(self, compute_ms: float, budget_ms: float) -> None:
         stats, stream = self.stats, self.stream
