@@ -70,13 +70,13 @@ def report_values(folder: Path) -> set[str]:
         for token in REPORT_NUMBER.findall(path.read_text(errors="replace")):
             try:
                 value = Decimal(token)
-            except ArithmeticError:
+                places = max(_decimals(format(value, "f")), 0)
+                for d in range(min(places, 6) + 1):
+                    quantum = Decimal(1).scaleb(-d)
+                    for rounding in (ROUND_HALF_EVEN, ROUND_HALF_UP):
+                        values.add(_canonical(value.quantize(quantum, rounding=rounding)))
+            except ArithmeticError:  # not a number a document quotes: a digit run of a hash longer than 28 digits
                 continue
-            places = max(_decimals(format(value, "f")), 0)
-            for d in range(min(places, 6) + 1):
-                quantum = Decimal(1).scaleb(-d)
-                for rounding in (ROUND_HALF_EVEN, ROUND_HALF_UP):
-                    values.add(_canonical(value.quantize(quantum, rounding=rounding)))
     return values
 
 
