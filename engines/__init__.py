@@ -9,6 +9,6 @@ asked for, and then it is a one-line error with an install hint.
 """
 
 from engines.base import Engine, EngineTimings
-from engines.select import ENGINES, load_engine, load_frame_engine, pick_engine
+from engines.select import ENGINES, auto_frame_engine, load_engine, load_frame_engine
 
-__all__ = ["ENGINES", "Engine", "EngineTimings", "load_engine", "load_frame_engine", "pick_engine"]
+__all__ = ["ENGINES", "Engine", "EngineTimings", "load_engine", "load_frame_engine", "auto_frame_engine"]

@@ -17,22 +17,21 @@ if TYPE_CHECKING:
     from engines.frame import FrameEngine
     from live_synth.model.causal import CausalModel
 
-ENGINES = ("auto", "torch", "onnx", "tensorrt")  # auto: the measured fastest for the model's family (pick_engine)
+ENGINES = ("auto", "torch", "onnx", "tensorrt")  # auto: the measured fastest for the model's family
 
 
-def pick_engine(name: str, family: str, device: str) -> str:
-    """`auto`: ONNX Runtime for the causal family on a CPU (its frame step ran 3-4x faster than eager torch at
-    batch 1, BENCHMARKS.md), torch otherwise (the window family's live defaults were measured with it)."""
-    if name != "auto":
-        return name
-    if family == "causal" and device == "cpu":
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "torch"
-        return "onnx"
-    return "torch"
+def auto_frame_engine(device: str) -> str:
+    """What `auto` means for a frame engine (the causal family's): ONNX Runtime on a CPU (its frame step ran 3-4x
+    faster than eager torch at batch 1, BENCHMARKS.md) when its packages are installed, torch otherwise. A window
+    engine's `auto` is torch (its live defaults were measured with it). `synth.py` asks the family which applies."""
+    if device != "cpu":
+        return "torch"
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "onnx"
 
 
 def load_engine(name: str, model, device: str = "cpu", dtype: str = "float32", root=None,
@@ -44,7 +43,7 @@ def load_engine(name: str, model, device: str = "cpu", dtype: str = "float32", r
     models). tensorrt: plans in `root/tensorrt-<precision>`, built beforehand by `live-synth export --engine
     tensorrt` (`dtype` float16/bfloat16/float32), decoder step always replayed from a CUDA graph.
     """
-    if name in ("auto", "torch"):  # auto: torch for the window family (pick_engine)
+    if name in ("auto", "torch"):  # auto: torch for the window family (`auto_frame_engine` says why)
         from engines.torch_engine import TorchEngine
 
         return TorchEngine(model, device=device, dtype=dtype, cuda_graph=cuda_graph)
@@ -66,7 +65,7 @@ def load_engine(name: str, model, device: str = "cpu", dtype: str = "float32", r
 
 def load_frame_engine(name: str, model: CausalModel, device: str = "cpu", dtype: str = "float32", root=None,
                       threads: int | None = None) -> FrameEngine:
-    name = pick_engine(name, "causal", device)
+    name = auto_frame_engine(device) if name == "auto" else name
     if name == "torch":
         from engines.frame import TorchFrameEngine
 

@@ -90,7 +90,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(round(1000 * done / max(total, 1)) - bar.n)
 
-        mel = synth.render(song, progress=progress) if curve is None else _render_morph(synth, song, curve, progress)
+        mel = synth.render(song, progress=progress) if curve is None else synth.render_morph(song, curve, progress)
         bar.update(1000 - bar.n)
     from live_synth.midi.events import NoteEvents
 
@@ -108,24 +108,6 @@ def cmd_render(args: argparse.Namespace) -> int:
               f"({seconds / elapsed:.2f}x real time; model {synth.source}, {synth.describe()}, "
               f"vocoder {vocoder.name}" + (f", effects {chain.describe()}" if chain else "") + ")", file=sys.stderr)
     return 0
-
-
-def _render_morph(synth, song, curve, progress):
-    """`render --morph`: the causal model frame by frame with program A's instrument rows morphed to B's."""
-    from engines.morph import MorphEngine
-    from live_synth.causal_stream import render_events
-    from live_synth.midi.events import NoteEvents
-    from live_synth.synth import TAIL_FRAMES, song_frames
-
-    if synth.family != "causal":
-        raise LiveSynthError("--morph needs a causal-family model (the default): the window family has no "
-                             "per-instrument tables to interpolate")
-    engine = MorphEngine(synth.engine, curve)
-    try:
-        return render_events(engine, NoteEvents.from_sequence(song), song_frames(song) + TAIL_FRAMES, synth.steps,
-                             synth.options.seed, chunks=1, progress=progress)
-    finally:
-        engine.close()
 
 
 def cmd_render_corpus(args: argparse.Namespace) -> int:

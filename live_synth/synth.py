@@ -77,7 +77,7 @@ def song_frames(ns: NoteSequence) -> int:
 
 @dataclass(frozen=True)
 class SynthOptions:
-    engine: str = "auto"  # see `engines.select.pick_engine`
+    engine: str = "auto"  # each family says what auto is (`Synth.auto_engine`)
     device: str = "cpu"
     dtype: str = "float32"
     engine_dir: str | None = None
@@ -167,6 +167,17 @@ class Synth:
 
     def song_warnings(self, ns: NoteSequence, name: str) -> list[str]:
         return []
+
+    @staticmethod
+    def auto_engine(device: str) -> str:
+        """The engine `auto` picks for this family on `device` (`SynthOptions.engine`)."""
+        return "torch"  # the window family's live defaults were measured with torch
+
+    def render_morph(self, ns: NoteSequence, curve, progress=None) -> np.ndarray:
+        """`render --morph`: natural-log mel of a song with program A's timbre morphed towards B's along `curve`
+        (engines/morph.py)."""
+        raise LiveSynthError(f"--morph needs a causal-family model (the default): the {self.family} family has no "
+                             "per-instrument tables to interpolate")
 
     def live_stream(self, hop: int, strategy: str | None = None) -> LiveStream:
         raise NotImplementedError
@@ -321,6 +332,24 @@ class CausalSynth(Synth):
     def warm_up(self) -> None:
         self.engine.warm_up(self.steps)
 
+    @staticmethod
+    def auto_engine(device: str) -> str:
+        from engines.select import auto_frame_engine
+
+        return auto_frame_engine(device)
+
+    def render_morph(self, ns: NoteSequence, curve, progress=None) -> np.ndarray:
+        from engines.morph import MorphEngine
+        from live_synth.causal_stream import render_events
+        from live_synth.midi.events import NoteEvents
+
+        engine = MorphEngine(self.engine, curve)  # one frame at a time: the curve is read per frame
+        try:
+            return render_events(engine, NoteEvents.from_sequence(ns), song_frames(ns) + TAIL_FRAMES, self.steps,
+                                 self.options.seed, chunks=1, progress=progress)
+        finally:
+            engine.close()
+
     def render(self, ns: NoteSequence, progress=None, seed: int | None = None) -> np.ndarray:
         from live_synth.causal_stream import render_events
         from live_synth.midi.events import NoteEvents
@@ -379,14 +408,13 @@ class CausalSynth(Synth):
 
 def load_synth(spec: str, options: SynthOptions = SynthOptions()) -> Synth:
     """The synth for a model spec (a folder, a preset, or "default"); one-line errors for bad models or engines."""
-    from engines.select import pick_engine
     from live_synth.model import load_model
     from live_synth.model.causal import CausalModel
 
     path, warning = resolve_model_spec(spec)
     loaded = load_model(path, seed=options.seed)
     cls = CausalSynth if isinstance(loaded.model, CausalModel) else WindowSynth
-    options = replace(options, engine=pick_engine(options.engine, cls.family, options.device))
+    options = replace(options, engine=cls.auto_engine(options.device) if options.engine == "auto" else options.engine)
     return cls(loaded, options, warning)
 
 

@@ -106,3 +106,30 @@ def test_a_live_morph_controller_is_placed_like_a_note_and_each_frame_takes_its_
     live.morph.restore()
     with pytest.raises(LiveSynthError, match="--engine torch"):
         MorphLiveStream(CausalLiveStream(engine, steps=1), type("Onnx", (), {"name": "onnx"})(), 0, 48)
+
+
+def test_render_morph_is_the_causal_familys_and_a_window_model_is_told_so_in_one_line():
+    """The family decides (`Synth.render_morph`), not the CLI: the causal synth renders the morph through the
+    morphing engine frame by frame; the window family has no instrument tables and says so in one line."""
+    from live_synth.midi.notes import Note, NoteSequence
+    from live_synth.synth import TAIL_FRAMES, SynthOptions, load_synth, song_frames
+
+    song = NoteSequence.from_notes([Note(pitch=60 + 2 * k, velocity=90, start=0.05 + 0.3 * k, end=0.3 + 0.3 * k,
+                                         program=0) for k in range(4)])
+    curve = MorphCurve.parse("0>48:0-1s")
+    with pytest.raises(LiveSynthError, match="causal-family"):
+        load_synth("tiny", SynthOptions(engine="torch")).render_morph(song, curve)
+    causal = load_synth("causal-tiny", SynthOptions(engine="torch", steps=1, seed=3))
+    with torch.no_grad():  # instruments that differ (a new model's tables start equal)
+        for table in (causal.model.slots.program.weight, causal.model.slots.family.weight):
+            table.normal_(0, 1.0)
+        causal.model.prior.family_table.normal_(0, 1.0)
+    mel = causal.render_morph(song, curve)
+    engine = MorphEngine(causal.engine, curve)
+    try:
+        expected = render_events(engine, NoteEvents.from_sequence(song), song_frames(song) + TAIL_FRAMES, 1, 3,
+                                 chunks=1)
+    finally:
+        engine.close()
+    np.testing.assert_allclose(mel, expected, atol=1e-5)
+    assert np.abs(mel - causal.render(song)).max() > 1e-3  # the morph changed the timbre
