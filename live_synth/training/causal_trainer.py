@@ -29,8 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +43,8 @@ from live_synth.midi import apply_sustain, read_midi
 from live_synth.midi.events import NoteEvents
 from live_synth.model.causal import CAUSAL_PRESETS, CausalConfig, CausalModel
 from live_synth.model.frame_features import COL, FEATURES, frame_features
-from live_synth.provenance import append_csv_row
 from live_synth.sampling.schedules import cosine_alpha_sigma
+from live_synth.training.loop import LoopSettings, TrainStep, atomic_torch_save, run_loop
 from live_synth.training.shards import piece_paths, read_piece
 
 CKPT = "ckpt.pt"
@@ -238,11 +236,9 @@ def lr_at(step: int, cfg: CausalTrainConfig) -> float:
 
 def _save(out: Path, model: CausalModel, opt, step: int, cfg: CausalTrainConfig, gen: torch.Generator,
           rng_state: dict, ema: CausalModel) -> None:
-    tmp = out / (CKPT + ".tmp")
-    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                "train_config": dataclasses.asdict(cfg), "model_config": model.config.to_json(),
-                "torch_rng": gen.get_state(), "numpy_rng": rng_state}, tmp)
-    os.replace(tmp, out / CKPT)
+    atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                       "step": step, "train_config": dataclasses.asdict(cfg), "model_config": model.config.to_json(),
+                       "torch_rng": gen.get_state(), "numpy_rng": rng_state}, out / CKPT)
 
 
 def _initial_weights(model: CausalModel, init: str) -> None:
@@ -312,44 +308,27 @@ def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig()
     if precision not in ("bf16", "fp32"):
         raise LiveSynthError(f"precision must be bf16 or fp32, not {precision!r}")
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    model.train()
-    start = last_save = time.monotonic()
-    deadline = start + minutes * 60
-    while time.monotonic() < deadline and (max_steps is None or step < max_steps):
-        batch = data.batch(rng, cfg.batch_size)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg) * group["lr_scale"]
-        with autocast:
-            head_loss, prior_loss = losses(model, batch, cfg, gen)
-            loss = head_loss + cfg.prior_weight * prior_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1.0 - cfg.ema)
-        step += 1
-        if not math.isfinite(loss.item()):
-            raise RuntimeError(f"loss became {loss.item()} at step {step}")
-        if step % cfg.log_every == 0 or step == 1:
-            row = {"step": step, "seconds": round(time.monotonic() - start, 2), "loss": round(loss.item(), 5),
-                   "head": round(head_loss.item(), 5), "prior_l1": round(prior_loss.item(), 5),
-                   "lr": lr_at(step, cfg), "grad_norm": round(float(grad_norm), 4), "probe_head": "",
-                   "probe_head_no_notes": "", "probe_prior_l1": "", "lone_db": ""}
-            if step % cfg.probe_every == 0 or step == 1:
-                with autocast:
-                    row.update(probe(model, probe_batch, cfg))
-                row["lone_db"] = " ".join(f"{v:.1f}" for v in lone_note_levels(ema))
-                model.train()
-            append_csv_row(out / LOG, row)
-            if progress:
-                progress(row)
-        if time.monotonic() - last_save > cfg.save_every_s:
+
+    class Step(TrainStep):
+        def loss(self, step: int):
+            batch = data.batch(rng, cfg.batch_size)
+            with autocast:
+                head_loss, prior_loss = losses(model, batch, cfg, gen)
+                loss = head_loss + cfg.prior_weight * prior_loss
+            return loss, {"head": head_loss.item(), "prior_l1": prior_loss.item()}
+
+        def probe(self, step: int) -> dict:
+            with autocast:
+                row = probe(model, probe_batch, cfg)
+            return {**row, "lone_db": " ".join(f"{v:.1f}" for v in lone_note_levels(ema))}
+
+        def save(self, step: int) -> None:
             _save(out, model, opt, step, cfg, gen, rng.bit_generator.state, ema)
-            last_save = time.monotonic()
-    _save(out, model, opt, step, cfg, gen, rng.bit_generator.state, ema)
-    return step
+
+    settings = LoopSettings(lambda step: lr_at(step, cfg), cfg.grad_clip, out / LOG, cfg.log_every, cfg.probe_every,
+                            ("probe_head", "probe_head_no_notes", "probe_prior_l1", "lone_db"), cfg.save_every_s,
+                            cfg.ema)
+    return run_loop(Step(), model, opt, settings, step, minutes, max_steps, ema, progress)
 
 
 def export(out: Path, target: Path, description: str = "", default_steps: int = 0) -> Path:

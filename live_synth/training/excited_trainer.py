@@ -23,7 +23,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from live_synth.constants import HOP, LOG_MEL_MIN, N_MELS
 from live_synth.errors import LiveSynthError
 from live_synth.midi import apply_sustain, read_midi
 from live_synth.midi.events import NoteEvents
-from live_synth.provenance import append_csv_row
+from live_synth.training.loop import LoopSettings, TrainStep, atomic_torch_save, run_loop
 from live_synth.training.shards import piece_paths, read_piece
 from live_synth.training.vocoder_trainer import vocoder_loss
 
@@ -180,12 +179,6 @@ def validate(net: ExcitedNet, batches: list, cfg: ExcitedTrainConfig) -> dict[st
     return {"valid": float(np.mean(notes)), "valid_no_notes": float(np.mean(plain))}
 
 
-def _save(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train(dataset: Path, out: Path, cfg: ExcitedTrainConfig, minutes: float, save_every_s: float = 120.0,
           log=print, max_steps: int | None = None) -> dict:
     """Train for `minutes` (or until `max_steps`), resuming from `out/ckpt.pt` when it exists."""
@@ -211,35 +204,29 @@ def train(dataset: Path, out: Path, cfg: ExcitedTrainConfig, minutes: float, sav
     log(f"{len(pieces)} train pieces, {len(valid) // 2} validation crops in {time.time() - t_load:.0f} s; "
         f"{net.num_parameters / 1e6:.2f} M parameters; step {step}")
     sampler = Sampler(pieces, cfg, receptive, seed=cfg.seed * 1000 + step)
-    start = last_save = time.time()
-    while time.time() - start < minutes * 60 and (max_steps is None or step < max_steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        loss, parts = loss_of(net, sampler.batch(), cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-        opt.step()
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), net.parameters()):
-                e.lerp_(p, 1.0 - cfg.ema)
-        step += 1
-        row = {"step": step, "time": round(time.time(), 1), "loss": round(loss.item(), 5),
-               **{k: round(v, 5) for k, v in parts.items()}}
-        if step % cfg.valid_every == 0:
-            row.update({k: round(v, 5) for k, v in validate(ema, valid, cfg).items()})
-            if row["valid"] < best:
-                best = row["valid"]
-                _save(out / BEST, {"model_cfg": json.loads(net.config.to_json()), "ema": ema.state_dict(),
-                                   "step": step, "valid": best})
-            log(f"step {step}: loss {row['loss']:.4f} valid {row['valid']:.4f} (no notes "
-                f"{row['valid_no_notes']:.4f}) best {best:.4f}")
-        append_csv_row(out / LOG, row)
-        if time.time() - last_save > save_every_s:
-            _save(out / CKPT, _state(net, ema, opt, step, best, cfg))
-            last_save = time.time()
-    _save(out / CKPT, _state(net, ema, opt, step, best, cfg))
-    return {"step": step, "best": best}
+    best_of = {"valid": best}
+
+    class Step(TrainStep):
+        def loss(self, step: int):
+            return loss_of(net, sampler.batch(), cfg)
+
+        def probe(self, step: int) -> dict:
+            row = {k: round(v, 5) for k, v in validate(ema, valid, cfg).items()}
+            if row["valid"] < best_of["valid"]:
+                best_of["valid"] = row["valid"]
+                atomic_torch_save({"model_cfg": json.loads(net.config.to_json()), "ema": ema.state_dict(),
+                                   "step": step, "valid": row["valid"]}, out / BEST)
+            log(f"step {step}: valid {row['valid']:.4f} (no notes {row['valid_no_notes']:.4f}) "
+                f"best {best_of['valid']:.4f}")
+            return row
+
+        def save(self, step: int) -> None:
+            atomic_torch_save(_state(net, ema, opt, step, best_of["valid"], cfg), out / CKPT)
+
+    settings = LoopSettings(lambda step: lr_at(step, cfg), cfg.clip, out / LOG, 1, cfg.valid_every,
+                            ("valid", "valid_no_notes"), save_every_s, cfg.ema)
+    step = run_loop(Step(), net, opt, settings, step, minutes, max_steps, ema)
+    return {"step": step, "best": best_of["valid"]}
 
 
 def _state(net, ema, opt, step, best, cfg) -> dict:

@@ -24,9 +24,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +39,11 @@ from live_synth.midi.pianoroll import ROLL_FEATURES, note_arrays, pianoroll
 from live_synth.midi.tokenize import EventIndex
 from live_synth.model.checkpoint import save_model
 from live_synth.model.config import ModelConfig, preset
-from live_synth.provenance import append_csv_row
 from live_synth.model.network import SpectrogramDiffusion
 from live_synth.render import context_window, tokenizer_config
 from live_synth.sampling.samplers import make_sampler, sample
 from live_synth.sampling.schedules import cosine_alpha_sigma
+from live_synth.training.loop import LoopSettings, TrainStep, atomic_torch_save, run_loop
 
 CKPT = "ckpt.pt"
 PRIOR = "decoder.roll_prior."  # parameter-name prefix of the roll prior (own learning rate; may be new on --init)
@@ -273,14 +270,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _save(out: Path, model, opt, step: int, cfg: TrainConfig, gen: torch.Generator) -> None:
-    _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+    atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                         "train_config": dataclasses.asdict(cfg), "model_config": model.config.to_json(),
                         "torch_rng": gen.get_state()}, out / CKPT)
 
@@ -347,45 +338,32 @@ def train(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), minutes: f
     if precision not in ("bf16", "fp32"):
         raise LiveSynthError(f"precision must be bf16 or fp32, not {precision!r}")
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    model.train()
-    start = last_save = time.monotonic()
-    deadline = start + minutes * 60
-    while time.monotonic() < deadline and (max_steps is None or step < max_steps):
-        batch = to_device(data.batch(rng, cfg.batch_size), dev)
-        with autocast:
-            rollout_context(model, data.pending, batch, cfg.rollout_steps, gen, dev)
-        keep = torch.rand(cfg.batch_size, generator=gen, device=gen.device) >= cfg.cfg_dropout
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg) * group["lr_scale"]
-        tau = torch.rand(cfg.batch_size, generator=gen, device=gen.device).to(dev)
-        high = torch.arange(cfg.batch_size, device=dev) < round(cfg.high_noise_fraction * cfg.batch_size)
-        tau = torch.where(high, 0.9 + 0.1 * tau, tau)
-        with autocast:
-            loss = diffusion_loss(model, batch, gen, keep, tau=tau, weighting=cfg.loss_weighting)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        if not math.isfinite(loss.item()):
-            raise RuntimeError(f"loss became {loss.item()} at step {step}")
-        if step % cfg.log_every == 0 or step == 1:
-            row = {"step": step, "seconds": round(time.monotonic() - start, 2), "loss": round(loss.item(), 5),
-                   "lr": lr_at(step, cfg), "grad_norm": round(float(grad_norm), 4), "probe_cond": "",
-                   "probe_uncond": "", "probe_cond_hi": "", "probe_uncond_hi": ""}
-            if step % cfg.probe_every == 0 or step == 1:
-                with autocast:
-                    row["probe_cond"], row["probe_uncond"] = (round(v, 5) for v in probe(model, probe_batch, dev))
-                    row["probe_cond_hi"], row["probe_uncond_hi"] = (round(v, 5) for v in probe(
-                        model, probe_batch, dev, high_noise=True))
-            append_csv_row(out / LOG, row)
-            if progress:
-                progress(row)
-        if time.monotonic() - last_save > cfg.save_every_s:
+
+    class Step(TrainStep):
+        def loss(self, step: int):
+            batch = to_device(data.batch(rng, cfg.batch_size), dev)
+            with autocast:
+                rollout_context(model, data.pending, batch, cfg.rollout_steps, gen, dev)
+            keep = torch.rand(cfg.batch_size, generator=gen, device=gen.device) >= cfg.cfg_dropout
+            tau = torch.rand(cfg.batch_size, generator=gen, device=gen.device).to(dev)
+            high = torch.arange(cfg.batch_size, device=dev) < round(cfg.high_noise_fraction * cfg.batch_size)
+            tau = torch.where(high, 0.9 + 0.1 * tau, tau)
+            with autocast:
+                return diffusion_loss(model, batch, gen, keep, tau=tau, weighting=cfg.loss_weighting), {}
+
+        def probe(self, step: int) -> dict:
+            with autocast:
+                cond, uncond = probe(model, probe_batch, dev)
+                cond_hi, uncond_hi = probe(model, probe_batch, dev, high_noise=True)
+            return {"probe_cond": round(cond, 5), "probe_uncond": round(uncond, 5),
+                    "probe_cond_hi": round(cond_hi, 5), "probe_uncond_hi": round(uncond_hi, 5)}
+
+        def save(self, step: int) -> None:
             _save(out, model, opt, step, cfg, gen)
-            last_save = time.monotonic()
-    _save(out, model, opt, step, cfg, gen)
-    return step
+
+    settings = LoopSettings(lambda step: lr_at(step, cfg), cfg.grad_clip, out / LOG, cfg.log_every, cfg.probe_every,
+                            ("probe_cond", "probe_uncond", "probe_cond_hi", "probe_uncond_hi"), cfg.save_every_s)
+    return run_loop(Step(), model, opt, settings, step, minutes, max_steps, progress=progress)
 
 
 def export(out: Path, target: Path, description: str = "", default_steps: int = 0) -> Path:

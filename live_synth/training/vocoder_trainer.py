@@ -27,7 +27,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from live_synth.errors import CheckpointError, LiveSynthError
 from live_synth.provenance import append_csv_row
 from live_synth.training.metrics import MR_STFT_RESOLUTIONS
 from live_synth.training.shards import piece_paths, read_piece
+from live_synth.training.loop import atomic_torch_save
 
 CKPT = "ckpt.pt"
 LOG = "loss.csv"
@@ -197,12 +197,6 @@ def reanalysis_error(model: StreamingVocoder, pieces: Sequence[np.ndarray], max_
 # Checkpoints and logs
 
 
-def _atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _save(out: Path, model: StreamingVocoder, opt: torch.optim.Optimizer, step: int, cfg: VocoderTrainConfig,
           sampler: CropSampler, seconds: float, gan: tuple | None = None) -> None:
     state = {
@@ -214,7 +208,7 @@ def _save(out: Path, model: StreamingVocoder, opt: torch.optim.Optimizer, step: 
         state["discriminators"], state["d_optimizer"] = gan[0].state_dict(), gan[1].state_dict()
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    _atomic_torch_save(state, out / CKPT)
+    atomic_torch_save(state, out / CKPT)
 
 
 def load_checkpoint(out: Path) -> dict | None:
