@@ -9,8 +9,9 @@ Python code hold it; tools/bench_callback.py measured device underflows that way
 (BENCHMARKS.md). `--in-process` keeps the old single-process layout (threads), e.g. for debugging.
 
 Order of start-up (heavy work before going live): open the audio device (its rate sizes the ring and the resampler),
-then on the generation side load the model and vocoder, warm the engine up, open the MIDI input, pre-fill the ring
-to the lead target with the sound of silence (so start-up costs no underruns); then start the stream, and give the
+then on the generation side load the model and vocoder, warm the engine up, open the MIDI input, rehearse (causal
+family: a chord generated, timed and rewound, which sizes the declared delay), pre-fill the ring to the lead target
+with the sound of silence (so start-up costs no underruns); then start the stream, and give the
 generation side the stream's start time. Audio time 0 is that moment; MIDI arrival times are measured on the same
 system-wide monotonic clock in either process.
 
