@@ -274,7 +274,7 @@ def test_a_rehearsal_is_timed_and_leaves_no_trace_in_what_is_played(kind):
     rehearsed, ring_a, _ = causal_worker(vocoder=new_stream())
     made = []
     make = rehearsed._make
-    rehearsed._make = lambda notes: made.append(make(notes)) or made[-1]
+    rehearsed._make = lambda notes, stream=None: made.append(make(notes, stream)) or made[-1]
     times = rehearsed.rehearse(12, chord)
     rehearsed._make = make
     assert len(times) == 12 and all(t > 0 for t in times) and rehearsed._deadline_s > 0

@@ -144,6 +144,7 @@ class Generation:
             from live_synth.live.morph import MorphLiveStream, parse_programs
 
             stream = MorphLiveStream(stream, self.synth.engine, *parse_programs(s.morph))
+        rehearsed = stream  # the rehearsal's frames are not the page's
         if s.page is not None:  # the page's notes join the MIDI source's queue policy; its frames are tapped
             from live_synth.web.link import MelTap, PageSource
 
@@ -164,7 +165,7 @@ class Generation:
         # sound of silence, before going live).
         lead_s = (s.lead_ms or self.synth.live_lead_ms(0.0, s.ahead)) / 1000  # the window family's pre-fill target
         worker = self.worker
-        self._rehearsal = worker.rehearse(REHEARSAL_TICKS, REHEARSAL) if self.stream.can_rewind else []
+        self._rehearsal = worker.rehearse(REHEARSAL_TICKS, REHEARSAL, rehearsed) if self.stream.can_rewind else []
         while True:
             worker.tick()
             if self.stream.can_rewind and worker.stats.ticks >= 100:

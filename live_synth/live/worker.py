@@ -306,9 +306,9 @@ class GenerationWorker(threading.Thread):
         self._account(compute_ms, len(audio) // HOP * 1000 / FRAME_RATE)
         self._observe(compute_ms)
 
-    def _make(self, notes: NoteState) -> np.ndarray:
-        """One hop of audio (16 kHz) for `notes`: the stream's frames, vocoded."""
-        frames = self.stream.generate(notes)
+    def _make(self, notes: NoteState, stream=None) -> np.ndarray:
+        """One hop of audio (16 kHz) for `notes`: the stream's frames (the worker's stream by default), vocoded."""
+        frames = (stream or self.stream).generate(notes)
         # The excited vocoder is told the notes (pitch and onset to the sample); the others take the mel alone.
         events = notes.events() if getattr(self.vocode, "needs_notes", False) else None
         return self.vocode(frames, events).astype(np.float32)
@@ -326,12 +326,13 @@ class GenerationWorker(threading.Thread):
         slow = float(np.percentile(self._recent_ms, 99))
         self._deadline_s = ((self.stream.lookahead_frames() + self.timing.vocoder_frames) * slow + DEADLINE_MARGIN_MS) / 1e3
 
-    def rehearse(self, ticks: int, messages: list[list[int]]) -> list[float]:
+    def rehearse(self, ticks: int, messages: list[list[int]], stream=None) -> list[float]:
         """Time `ticks` ticks with `messages` (note-ons) sounding from the second frame on, without writing audio,
         then rewind the stream and the vocoder to where they were: the declared delay and the rollback deadline are
         sized from ticks that make notes (a silent pre-fill is cheaper than playing), and the first notes' one-off
-        costs are paid before going live. Returns the tick times (ms)."""
-        stream = self.stream
+        costs are paid before going live. `stream`: the worker's own (default) or the same one without a wrapper
+        that must not see these frames (the web page's tap). Returns the tick times (ms)."""
+        stream = stream or self.stream
         first, vocoder = stream.frame, self.vocode.snapshot()
         notes = type(self.notes)()
         for message in messages:
@@ -339,7 +340,7 @@ class GenerationWorker(threading.Thread):
         times = []
         for _ in range(min(ticks, 48)):  # the stream keeps 64 frames of history (causal_stream.CausalStream)
             start = time.perf_counter()
-            self._make(notes)
+            self._make(notes, stream)
             times.append((time.perf_counter() - start) * 1e3)
             self._observe(times[-1])
         stream.rewind(first)
