@@ -15,9 +15,9 @@ One step:
 - AdamW, warm-up, gradient clipping, bf16 autocast.
 
 A fixed probe batch measures every `probe_every` steps the head loss with and without the notes (all slots emptied,
-same noise: ratio 1 = the notes are not used) and the prior's L1; and a lone-note check renders one piano note at
-velocities 20..120, 1.5 s apart, frame by frame as `render` does, and logs each note's peak level, so the velocity
-curve is watched while training, not only the loss (causal-model.md: loss curves plateau while quality moves).
+same noise: ratio 1 = the notes are not used) and the prior's L1; and a lone-note check renders one piano note
+(E4: not the evaluation's C4) at velocities 20..120, 1.5 s apart, frame by frame as `render` does, and logs each
+note's peak level, so the velocity curve is watched while training, not only the loss (causal-model.md: loss curves plateau while quality moves).
 
 Checkpoints: `out/ckpt.pt` (weights, optimizer, step, RNG, configs), saved every `save_every_s` and at the end;
 `out/loss.csv` rows. Rerunning with the same `out` resumes; `init` starts a new run from a checkpoint or a shipped
@@ -205,12 +205,15 @@ def probe(model: CausalModel, batch: dict, cfg: CausalTrainConfig) -> dict[str, 
             "probe_prior_l1": round(prior.item(), 5)}
 
 
-def lone_note_levels(model: CausalModel, steps: int = 1, seed: int = 0) -> list[float]:
-    """Peak mel level (dB of the mel magnitude summed over bins) of one piano note (C4, 1 s) at each velocity of
-    LONE_VELOCITIES, 1.5 s apart, rendered frame by frame from silence."""
+PROBE_PITCH = 64  # E4: the training probe's lone notes are not the evaluation's (C4, tools/evaluate.py dynamics_check)
+
+
+def lone_note_levels(model: CausalModel, steps: int = 1, seed: int = 0, pitch: int = PROBE_PITCH) -> list[float]:
+    """Peak mel level (dB of the mel magnitude summed over bins) of one piano note (`pitch`, 1 s) at each velocity
+    of LONE_VELOCITIES, 1.5 s apart, rendered frame by frame from silence."""
     from live_synth.causal_stream import render_events
 
-    notes = np.array([[0.5 + 1.5 * i, 1.5 + 1.5 * i, 60, v, 0, 0, 0] for i, v in enumerate(LONE_VELOCITIES)])
+    notes = np.array([[0.5 + 1.5 * i, 1.5 + 1.5 * i, pitch, v, 0, 0, 0] for i, v in enumerate(LONE_VELOCITIES)])
     mel = render_events(model, NoteEvents(notes), len(LONE_VELOCITIES) * 75 + 50, steps=steps, seed=seed)
     return note_peaks_db(mel, notes[:, 0], notes[:, 1])
 
