@@ -396,7 +396,29 @@ def overall(pieces: list[dict], step_counts: list[int]) -> dict:
         total["drums"]["pieces"] = len(drums)
     for system in [*pieces, total]:
         add_f1_ratios(system)
+    total["piece_ratios"] = piece_ratios(pieces, step_counts)
     return total
+
+
+LOW_REFERENCE_F1 = 0.2  # below it FluidSynth's own F1 is noise, and a ratio to it says nothing (issue 20)
+
+
+def piece_ratios(pieces: list[dict], step_counts: list[int]) -> dict:
+    """Per system, the median and mean over pieces of its F1 ÷ FluidSynth's F1: over every piece FluidSynth scores
+    above 0, and over those where it scores at least LOW_REFERENCE_F1 (a mean of ratios is driven by a few pieces
+    whose reference F1 is near 0: 21x on one validation piece)."""
+    out = {}
+    systems = {"vocoder_only": lambda p: p["vocoder_only"]}
+    systems.update({f"render_{steps}": (lambda p, steps=steps: p["renders"][steps]) for steps in step_counts})
+    for name, get in systems.items():
+        row = {}
+        for label, floor in (("all", 0.0), ("reference_f1_at_least_0.2", LOW_REFERENCE_F1)):
+            ratios = [get(p)["f1"] / p["reference"]["f1"] for p in pieces
+                      if p["reference"]["f1"] > 0 and p["reference"]["f1"] >= floor]
+            row[label] = {"pieces": len(ratios), "median": float(np.median(ratios)) if ratios else math.nan,
+                          "mean": float(np.mean(ratios)) if ratios else math.nan}
+        out[name] = row
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -456,6 +478,21 @@ def overall_section(result: dict) -> list[str]:
                      f"notes, 50 ms): F1 ours {_fmt(drums['ours_f1'])}, FluidSynth {_fmt(drums['reference_f1'])}; "
                      f"level ours − FluidSynth {_fmt(drums['level_db'], 1)} dB")
     return lines + [""]
+
+
+def piece_ratios_section(result: dict) -> list[str]:
+    table = result["overall"].get("piece_ratios")
+    if not table:
+        return []
+    header = ["system", "pieces (FluidSynth F1 > 0)", "median", "mean",
+              f"pieces (FluidSynth F1 ≥ {LOW_REFERENCE_F1})", "median", "mean"]
+    rows = []
+    for name, row in table.items():
+        a, b = row["all"], row["reference_f1_at_least_0.2"]
+        label = "vocoder only" if name == "vocoder_only" else f"ours, {_steps(int(name.split('_')[1]))}"
+        rows.append([label, str(a["pieces"]), _fmt(a["median"]), _fmt(a["mean"]), str(b["pieces"]),
+                     _fmt(b["median"]), _fmt(b["mean"])])
+    return ["## Per-piece F1 ÷ FluidSynth's F1", "", *_table(header, rows), ""]
 
 
 def sweep_section(result: dict) -> list[str]:
@@ -523,7 +560,7 @@ def markdown_report(result: dict) -> str:
         "audio s (model + vocoder).",
         "",
     ]
-    lines += overall_section(result) + sweep_section(result) + dynamics_section(result) + pieces_section(result)
+    lines += overall_section(result) + piece_ratios_section(result) + sweep_section(result) + dynamics_section(result) + pieces_section(result)
     lines += [f"![reference mel above ours]({PNG_FILE})", ""]
     return "\n".join(lines)
 
@@ -681,8 +718,31 @@ def write_outputs(out: Path, result: dict, first: tuple[Piece, np.ndarray]) -> N
         handle.write(json.dumps(_json_safe(result), indent=2).encode())
 
 
+def rewrite(out: Path) -> dict:
+    """Recompute what is derived from the measured per-piece rows (the per-piece ratios) of `out/results.json` and
+    write REPORT.md and results.json again; the spectrogram PNG is left as it is. For reports made before a derived
+    table existed: no piece is rendered again."""
+    result = json.loads((out / JSON_FILE).read_text())
+    steps = [int(k) for k in result["overall"]["renders"]]
+    for p in result["pieces"]:
+        p["renders"] = {int(k): v for k, v in p["renders"].items()}
+    result["overall"]["renders"] = {int(k): v for k, v in result["overall"]["renders"].items()}
+    result["overall"]["piece_ratios"] = piece_ratios(result["pieces"], steps)
+    result["meta"]["rewritten"] = {"revision": revision(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    with atomic_output(out / REPORT_FILE) as handle:
+        handle.write(markdown_report(result).encode())
+    with atomic_output(out / JSON_FILE) as handle:
+        handle.write(json.dumps(_json_safe(result), indent=2).encode())
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--rewrite"]:  # python tools/evaluate.py --rewrite OUT: derived tables from a stored results.json
+        for folder in argv[1:]:
+            rewrite(Path(folder))
+            print(f"rewrote {Path(folder) / REPORT_FILE}")
+        return 0
     args = build_parser().parse_args(argv)
     try:
         result = run(args, "python tools/evaluate.py " + shlex.join(argv))
