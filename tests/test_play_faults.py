@@ -78,6 +78,19 @@ def _ended_within(play: subprocess.Popen, seconds: float, since: float) -> float
     return time.monotonic() - since
 
 
+def _fault(play: subprocess.Popen, fault, then: str, settle_s: float) -> tuple[float, str, list[str]]:
+    """Cause `fault()` under a running `play`, then (`then == "sigterm"`) SIGTERM it `settle_s` later; returns (seconds
+    from the fault to play's end, its stderr, its "live-synth: error" lines)."""
+    at = time.monotonic()
+    fault()
+    if then == "sigterm":
+        time.sleep(settle_s)
+        play.send_signal(signal.SIGTERM)
+    took = _ended_within(play, 2.0, at)
+    err = play.stderr.read()
+    return took, err, [line for line in err.splitlines() if line.startswith("live-synth: error")]
+
+
 def _check_record(path: Path, at_least_s: float) -> None:
     import soundfile
 
@@ -94,15 +107,7 @@ def test_play_exits_1_within_2_s_when_the_jack_server_dies(tmp_path: Path, then:
     try:
         _wait_for(play, "expected latency")
         time.sleep(1.5)
-        killed = time.monotonic()
-        server.kill()
-        server.wait()
-        if then == "sigterm":
-            time.sleep(0.2)
-            play.send_signal(signal.SIGTERM)
-        took = _ended_within(play, 2.0, killed)
-        err = play.stderr.read()
-        ours = [line for line in err.splitlines() if line.startswith("live-synth: error")]
+        took, err, ours = _fault(play, lambda: (server.kill(), server.wait()), then, 0.2)
         assert play.returncode == 1, err[-2000:]
         assert len(ours) == 1 and "stopped" in ours[0] and "JACK" in ours[0], err[-2000:]
         assert took <= 2.0, f"play took {took:.2f} s to end after the server died"
@@ -159,14 +164,7 @@ def test_play_ends_within_2_s_when_its_generation_process_is_killed(tmp_path: Pa
             try:
                 _wait_for(play, "expected latency")
                 time.sleep(0.3 + 0.37 * attempt)  # a different point of the child's 0.1 s poll each time
-                killed = time.monotonic()
-                os.kill(_generation_pid(play), signal.SIGKILL)
-                if then == "sigterm":
-                    time.sleep(0.1)
-                    play.send_signal(signal.SIGTERM)
-                took = _ended_within(play, 2.0, killed)
-                err = play.stderr.read()
-                ours = [line for line in err.splitlines() if line.startswith("live-synth: error")]
+                took, err, ours = _fault(play, lambda: os.kill(_generation_pid(play), signal.SIGKILL), then, 0.1)
                 assert play.returncode != 0 and len(ours) == 1 and "generation process" in ours[0], err[-2000:]
                 assert took <= 2.0, f"play took {took:.2f} s to end after its generation process was killed"
                 time.sleep(0.3)

@@ -17,7 +17,6 @@ What differs between them is what a step computes (`TrainStep.loss`), what a pro
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,14 +24,14 @@ from pathlib import Path
 
 import torch
 
+from live_synth.files import atomic_output
 from live_synth.provenance import append_csv_row
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temporary name, then rename: a run killed while saving keeps its previous checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through `files.atomic_output`: a run killed while saving keeps its previous checkpoint."""
+    with atomic_output(path) as handle:
+        torch.save(obj, handle)
 
 
 @dataclass
