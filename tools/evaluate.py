@@ -560,7 +560,8 @@ def markdown_report(result: dict) -> str:
         "audio s (model + vocoder).",
         "",
     ]
-    lines += overall_section(result) + piece_ratios_section(result) + sweep_section(result) + dynamics_section(result) + pieces_section(result)
+    lines += overall_section(result) + piece_ratios_section(result) + sweep_section(result)
+    lines += dynamics_section(result) + pieces_section(result)
     lines += [f"![reference mel above ours]({PNG_FILE})", ""]
     return "\n".join(lines)
 
@@ -740,7 +741,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--rewrite"]:  # python tools/evaluate.py --rewrite OUT: derived tables from a stored results.json
         for folder in argv[1:]:
-            rewrite(Path(folder))
+            try:
+                rewrite(Path(folder))
+            except (OSError, ValueError, KeyError) as error:
+                print(f"evaluate: error: {folder}: not a results folder of this tool ({error})", file=sys.stderr)
+                return 2
             print(f"rewrote {Path(folder) / REPORT_FILE}")
         return 0
     args = build_parser().parse_args(argv)

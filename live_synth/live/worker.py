@@ -324,7 +324,8 @@ class GenerationWorker(threading.Thread):
         if self.delay_policy is not None:
             self.delay_policy.observe(compute_ms)
         slow = float(np.percentile(self._recent_ms, 99))
-        self._deadline_s = ((self.stream.lookahead_frames() + self.timing.vocoder_frames) * slow + DEADLINE_MARGIN_MS) / 1e3
+        frames = self.stream.lookahead_frames() + self.timing.vocoder_frames
+        self._deadline_s = (frames * slow + DEADLINE_MARGIN_MS) / 1e3
 
     def rehearse(self, ticks: int, messages: list[list[int]], stream=None) -> list[float]:
         """Time `ticks` ticks with `messages` (note-ons) sounding from the second frame on, without writing audio,

@@ -17,7 +17,8 @@ One step:
 A fixed probe batch measures every `probe_every` steps the head loss with and without the notes (all slots emptied,
 same noise: ratio 1 = the notes are not used) and the prior's L1; and a lone-note check renders one piano note
 (E4: not the evaluation's C4) at velocities 20..120, 1.5 s apart, frame by frame as `render` does, and logs each
-note's peak level, so the velocity curve is watched while training, not only the loss (causal-model.md: loss curves plateau while quality moves).
+note's peak level, so the velocity curve is watched while training, not only the loss (causal-model.md: loss
+curves plateau while quality moves).
 
 Checkpoints: `out/ckpt.pt` (weights, optimizer, step, RNG, configs), saved every `save_every_s` and at the end;
 `out/loss.csv` rows. Rerunning with the same `out` resumes; `init` starts a new run from a checkpoint or a shipped
