@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="build batches in this many processes (GPU runs; 0: in the training process)")
     parser.add_argument("--export", type=Path, help="write the run's weights (fp16) to this folder and exit")
     parser.add_argument("--default-steps", type=int, default=0, help="with --export: render/play's step count")
     parser.add_argument("--description", default="", help="with --export: the model's description")
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(CausalTrainConfig)
                  if getattr(args, f.name) is not None}
         step = train(args.dataset, args.out, CausalTrainConfig(**given), args.minutes, args.max_steps, args.device,
-                     args.precision, overrides=given,
+                     args.precision, overrides=given, workers=args.workers,
                      progress=lambda row: print(", ".join(f"{k} {v}" for k, v in row.items() if v != ""),
                                                 flush=True))
     except LiveSynthError as exc:

@@ -94,6 +94,8 @@ class CausalConfig:
 
 CAUSAL_PRESETS = {
     "causal": CausalConfig(description="causal: the project's causal frame model (d 256, 8 layers, MAR head)"),
+    "causal-wide": CausalConfig(head_width=512, head_blocks=4,
+                                description="causal-wide: the causal model with a wider, deeper MAR head (issue 20)"),
     "causal-tiny": CausalConfig(d_model=32, dilations=(1, 2, 1), head_width=32, head_cond=32, head_blocks=1,
                                 prior_hidden=32, description="causal-tiny: a test-sized causal model"),
 }

@@ -12,6 +12,8 @@ One step:
   frame (MAR), `high_noise_fraction` of them at noise times 0.9..1 (the 1-step sampler's only level);
 - the prior's loss: L1 between the prior and the recorded frame, `prior_weight` times, its own gradient only (the
   residual target does not flow back into it);
+- optionally (`frame_loss` > 0) an L1 on the 1-step sample's per-frame loudness and spectral centroid against the
+  recorded frame's (head only: the prior is detached), so the frame that is played follows the recording's level;
 - AdamW, warm-up, gradient clipping, bf16 autocast.
 
 A fixed probe batch measures every `probe_every` steps the head loss with and without the notes (all slots emptied,
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from live_synth.audio.features import scale_features
+from live_synth.audio.features import scale_features, unscale_features
 from live_synth.constants import LOG_MEL_MIN, N_MELS
 from live_synth.errors import LiveSynthError
 from live_synth.midi import apply_sustain, read_midi
@@ -74,6 +76,11 @@ class CausalTrainConfig:
     # teacher-forced pass over the crop) instead of the recording: the model sees its own errors as context and
     # learns to pull back from them (a runaway level was measured without it: +0.8 dB per frame on held notes).
     self_condition: float = 0.5
+    # Weight of a loss on the 1-step sample itself (the frame `render` and `play` make): per-frame loudness (log of
+    # the summed mel magnitude) and spectral centroid (in bins / 128) against the recorded frame's, L1. The MSE on v
+    # alone leaves the 1-step sample the conditional mean; this asks its level and brightness to follow the
+    # recording frame by frame (issue 20: velocity curve too flat, frames blurred). 0: off (the shipped recipe).
+    frame_loss: float = 0.0
     seed: int = 0
     log_every: int = 25
     probe_every: int = 250
@@ -118,7 +125,9 @@ class CropSampler:
             mel[lo - (start - 1) : hi - (start - 1)] = piece.mel[lo:hi]
         return frame_features(piece.events, start, self.crop, self.slots), mel
 
-    def batch(self, rng: np.random.Generator, size: int) -> dict[str, torch.Tensor]:
+    def arrays(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(features [size, crop, S, F], log-mel [size, crop + 1, 128]) of `size` random crops (numpy only: what a
+        forked prefetch worker runs)."""
         feats = np.zeros((size, self.crop, self.slots, FEATURES), np.float32)
         mels = np.zeros((size, self.crop + 1, N_MELS), np.float32)
         for b, k in enumerate(rng.choice(len(self.pieces), size=size, p=self.weights)):
@@ -126,7 +135,50 @@ class CropSampler:
             # loss frames [start + burn_in, start + crop) must overlap the piece
             start = int(rng.integers(-self.crop, max(len(piece.mel) - self.burn_in, 1 - self.crop + 1)))
             feats[b], mels[b] = self.example(piece, start)
-        return {"slots": torch.from_numpy(feats), "mel": scale_features(torch.from_numpy(mels), clip=True)}
+        return feats, mels
+
+    def batch(self, rng: np.random.Generator, size: int) -> dict[str, torch.Tensor]:
+        return as_batch(*self.arrays(rng, size))
+
+
+def as_batch(feats: np.ndarray, mels: np.ndarray) -> dict[str, torch.Tensor]:
+    return {"slots": torch.from_numpy(feats), "mel": scale_features(torch.from_numpy(mels), clip=True)}
+
+
+_WORKER_SAMPLER: CropSampler | None = None  # the sampler a forked prefetch worker inherits
+
+
+def _worker_batch(size: int, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    return _WORKER_SAMPLER.arrays(np.random.default_rng(seed), size)  # numpy only: no torch thread pool after fork
+
+
+class PrefetchSampler:
+    """`CropSampler.batch` in `workers` forked processes, 2 x `workers` batches ahead: on a GPU one step costs less
+    than building its crops' features in Python, so a single process leaves the GPU waiting. Batch k is drawn with
+    the seed (seed, 1, k), so a run's crops do not depend on the workers' timing; the `rng` argument of `batch` is
+    ignored. Used when `train(workers=...)` > 0 (GPU runs); CPU runs keep the in-process sampler."""
+
+    def __init__(self, sampler: CropSampler, workers: int, size: int, seed: int, first_batch: int):
+        import multiprocessing
+
+        global _WORKER_SAMPLER
+        _WORKER_SAMPLER = sampler
+        self.pool = multiprocessing.get_context("fork").Pool(workers)
+        self.size, self.seed, self.next = size, seed, first_batch
+        self.pending = [self._submit() for _ in range(2 * workers)]
+
+    def _submit(self):
+        result = self.pool.apply_async(_worker_batch, (self.size, [self.seed, 1, self.next]))
+        self.next += 1
+        return result
+
+    def batch(self, rng: np.random.Generator, size: int) -> dict[str, torch.Tensor]:
+        arrays = self.pending.pop(0).get()
+        self.pending.append(self._submit())
+        return as_batch(*arrays)
+
+    def close(self) -> None:
+        self.pool.terminate()
 
 
 def context_input(mel: torch.Tensor, gen: torch.Generator, max_noise: float, dropout: float
@@ -144,7 +196,7 @@ def context_input(mel: torch.Tensor, gen: torch.Generator, max_noise: float, dro
 def losses(model: CausalModel, batch: dict, cfg: CausalTrainConfig, gen: torch.Generator,
            tau: torch.Tensor | None = None, noise: torch.Tensor | None = None, context: tuple | None = None
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(head loss, prior loss) of one batch."""
+    """(head loss, prior loss) of one batch; the head loss includes `cfg.frame_loss` times `frame_level_loss`."""
     dev = next(model.parameters()).device
     slots, mel = batch["slots"].to(dev), batch["mel"].to(dev)
     prev, level = context if context is not None else context_input(mel.cpu(), gen, model.config.max_context_noise,
@@ -170,7 +222,30 @@ def losses(model: CausalModel, batch: dict, cfg: CausalTrainConfig, gen: torch.G
     z = alpha * r + sigma * noise
     v = alpha * noise - sigma * r
     head_loss = F.mse_loss(model.head(z, tau, cond).float(), v)
+    if cfg.frame_loss > 0:
+        head_loss = head_loss + cfg.frame_loss * frame_level_loss(model, c[:, keep], prior.detach(), target, gen)
     return head_loss, prior_loss
+
+
+def frame_descriptors(mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loudness, centroid) per frame of a scaled mel [..., 128]: natural log of the summed mel magnitude, and the
+    magnitude-weighted mean bin / 128."""
+    log_mel = unscale_features(mel.float())
+    loudness = torch.logsumexp(log_mel, dim=-1)
+    bins = torch.arange(N_MELS, device=mel.device, dtype=torch.float32) / N_MELS
+    centroid = (torch.softmax(log_mel, dim=-1) * bins).sum(-1)
+    return loudness, centroid
+
+
+def frame_level_loss(model: CausalModel, cond: torch.Tensor, prior: torch.Tensor, target: torch.Tensor,
+                     gen: torch.Generator) -> torch.Tensor:
+    """L1 between the 1-step sample's (loudness, 10 x centroid) and the recorded frame's, per frame."""
+    z = torch.randn(prior.shape, generator=gen).to(prior.device)
+    tau = torch.ones(prior.shape[:-1], device=prior.device)
+    alpha, sigma = (t.unsqueeze(-1) for t in cosine_alpha_sigma(tau))
+    x0 = (prior + alpha * z - sigma * model.head(z, tau, cond).float()).clamp(-1.0, 1.0)  # model.sample, 1 step
+    (loud, cent), (loud_ref, cent_ref) = frame_descriptors(x0), frame_descriptors(target)
+    return F.l1_loss(loud, loud_ref) + 10.0 * F.l1_loss(cent, cent_ref)
 
 
 @torch.no_grad()
@@ -267,9 +342,10 @@ def _initial_weights(model: CausalModel, init: str) -> None:
 def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig(), minutes: float = 5.0,
           max_steps: int | None = None, device: str = "cpu", precision: str = "bf16", progress=None,
           model_config: CausalConfig | None = None, sampler: CropSampler | None = None,
-          overrides: dict | None = None) -> int:
+          overrides: dict | None = None, workers: int = 0) -> int:
     """Train (or resume) for `minutes` or until `max_steps`; returns the step reached. A resumed run keeps its
-    stored training config, with `overrides` applied (e.g. {"total_steps": 3000})."""
+    stored training config, with `overrides` applied (e.g. {"total_steps": 3000}). `workers` > 0 builds the batches
+    in that many forked processes (`PrefetchSampler`, for GPU runs)."""
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     resume = torch.load(out / CKPT, map_location="cpu", weights_only=False) if (out / CKPT).exists() else None
@@ -309,6 +385,8 @@ def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig()
     if sampler is None and piece_paths(dataset, "validation"):
         probe_data = CropSampler(dataset, cfg.crop, cfg.burn_in, model_cfg.slots, split="validation")
     probe_batch = probe_data.batch(np.random.default_rng([cfg.seed, 10**9]), min(cfg.batch_size, 16))
+    if workers > 0:
+        data = PrefetchSampler(data, workers, cfg.batch_size, cfg.seed, step)
     if precision not in ("bf16", "fp32"):
         raise LiveSynthError(f"precision must be bf16 or fp32, not {precision!r}")
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -332,7 +410,11 @@ def train(dataset: Path, out: Path, cfg: CausalTrainConfig = CausalTrainConfig()
     settings = LoopSettings(lambda step: lr_at(step, cfg), cfg.grad_clip, out / LOG, cfg.log_every, cfg.probe_every,
                             ("probe_head", "probe_head_no_notes", "probe_prior_l1", "lone_db"), cfg.save_every_s,
                             cfg.ema)
-    return run_loop(Step(), model, opt, settings, step, minutes, max_steps, ema, progress)
+    try:
+        return run_loop(Step(), model, opt, settings, step, minutes, max_steps, ema, progress)
+    finally:
+        if isinstance(data, PrefetchSampler):
+            data.close()
 
 
 def export(out: Path, target: Path, description: str = "", default_steps: int = 0) -> Path:
