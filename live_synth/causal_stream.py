@@ -36,7 +36,10 @@ def frame_noise(seed: int, frames: np.ndarray) -> np.ndarray:
 def _engine(model_or_engine):
     from engines.frame import FrameEngine, TorchFrameEngine
 
-    return model_or_engine if isinstance(model_or_engine, FrameEngine) else TorchFrameEngine(model_or_engine)
+    if isinstance(model_or_engine, FrameEngine):
+        return model_or_engine
+    # on the model's own device: a model training on a GPU must not be moved off it by a probe's render
+    return TorchFrameEngine(model_or_engine, device=str(next(model_or_engine.parameters()).device))
 
 
 class CausalStream:

@@ -288,12 +288,12 @@ class CausalModel(nn.Module):
     def initial_state(self, batch: int = 1) -> list[Tensor]:
         """The state after `receptive_frames` of silence with no notes (what every stream starts from): the
         backbone alone, teacher-forced with silent previous frames, so it needs no sampling noise."""
-        T = self.config.receptive_frames
-        slots = torch.zeros(batch, T, self.config.slots, FEATURES)
+        T, dev = self.config.receptive_frames, next(self.parameters()).device
+        slots = torch.zeros(batch, T, self.config.slots, FEATURES, device=dev)
         notes, prior = self.encode_notes(slots)
-        prev = torch.full((batch, T, N_MELS), -1.0)
-        level = torch.tensor([self.config.context_noise, 0.0]).expand(batch, T, 2)
-        _, state = self.backbone(self._input(notes, prior, prev, level), self.empty_state(batch))
+        prev = torch.full((batch, T, N_MELS), -1.0, device=dev)
+        level = torch.tensor([self.config.context_noise, 0.0], device=dev).expand(batch, T, 2)
+        _, state = self.backbone(self._input(notes, prior, prev, level), self.empty_state(batch, device=dev))
         return state
 
     # -- the frame step (render, play, engines) ------------------------------------------------------------------
