@@ -193,3 +193,35 @@ def test_training_smoke_run_learns_and_resumes(tmp_path):
     assert rows[-1]["prior_l1"] < rows[0]["prior_l1"]
     assert len(rows[-2]["lone_db"].split()) == 5
     assert train(None, tmp_path, cfg, max_steps=8, sampler=sampler) == 8  # resumed from ckpt.pt
+
+
+def test_frame_loss_follows_level_and_brightness_and_the_prefetch_workers_draw_seeded_batches(tmp_path):
+    from live_synth.training.causal_trainer import (CausalTrainConfig, CropSampler, PrefetchSampler, TrainPiece,
+                                                     frame_descriptors, train)
+
+    quiet, loud, bright = (torch.full((1, 128), -0.8) for _ in range(3))
+    loud[0, 10] = bright[0, 100] = 0.5
+    (lq, cq), (ll, cl), (lb, cb) = frame_descriptors(quiet), frame_descriptors(loud), frame_descriptors(bright)
+    assert ll > lq and abs(float(lb - ll)) < 1e-5  # one loud bin: louder, at the same level wherever it is
+    assert cb > cq > cl  # ... and brighter when it is high
+
+    notes = np.array([(0.5 * i, 0.5 * i + 0.3, 48 + 2 * i, 100, 0, 0, 0) for i in range(6)], np.float64)
+    mel = np.full((200, 128), -11.5, np.float16)
+    for on, off, pitch, *_ in notes:
+        mel[int(on * 50) : int(off * 50), int(pitch)] = 1.0
+    sampler = CropSampler(None, 48, 16, TINY.slots, [TrainPiece(mel, NoteEvents(notes))])
+    prefetch = PrefetchSampler(sampler, workers=2, size=3, seed=5, first_batch=7)
+    try:
+        for k in (7, 8, 9):  # batch k is the in-process sampler's batch with seed (5, 1, k), whichever worker made it
+            got, want = prefetch.batch(None, 3), sampler.batch(np.random.default_rng([5, 1, k]), 3)
+            assert all(torch.equal(got[key], want[key]) for key in ("slots", "mel"))
+    finally:
+        prefetch.close()
+    cfg = CausalTrainConfig(model="causal-tiny", batch_size=4, crop=48, burn_in=16, log_every=1, probe_every=100,
+                            save_every_s=1e9, warmup_steps=1, frame_loss=0.5)
+    rows = []
+    assert train(None, tmp_path, cfg, max_steps=2, sampler=sampler, progress=rows.append) == 2
+    plain = []
+    train(None, tmp_path / "plain", CausalTrainConfig(**{**cfg.__dict__, "frame_loss": 0.0}), max_steps=1,
+          sampler=sampler, progress=plain.append)
+    assert rows[0]["head"] > plain[0]["head"] + 0.01  # same weights, batch and noise: the frame term is added

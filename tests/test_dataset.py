@@ -347,6 +347,25 @@ def test_make_dataset_is_deterministic_and_features_only_copy_matches(dataset, t
             assert lean.audio is None and np.array_equal(lean.mel, full.mel) and lean.midi == full.midi
 
 
+def test_a_packed_dataset_unpacks_to_the_same_pieces_within_the_quantisation_step(dataset, tmp_path, capsys):
+    import pack_dataset
+
+    assert pack_dataset.main(["pack", str(dataset), str(tmp_path / "pack")]) == 0
+    assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == ["manifest.json", "train.xz", "validation.xz"]
+    assert pack_dataset.main(["unpack", str(tmp_path / "pack"), str(tmp_path / "back")]) == 0
+    for split in ("train", "validation"):
+        pairs = list(zip(shards.iter_pieces(dataset, split), shards.iter_pieces(tmp_path / "back", split)))
+        assert pairs and len(pairs) == len(shards.piece_paths(dataset, split))
+        for full, back in pairs:
+            assert (back.name, back.source, back.midi) == (full.name, full.source, full.midi) and back.audio is None
+            assert np.array_equal(back.notes, full.notes) and np.array_equal(back.is_drum, full.is_drum)
+            error = np.abs(back.mel.astype(np.float32) - full.mel.astype(np.float32))
+            assert error.max() <= pack_dataset.STEP / 2 + 2e-3  # + float16 rounding of the restored value
+    assert not (tmp_path / "back" / "test").exists()  # the test split stays home
+    assert pack_dataset.main(["unpack", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_make_dataset_refuses_a_non_empty_folder_and_a_missing_soundfont(dataset, tmp_path, capsys):
     assert make(dataset) == 1
     assert "not empty" in capsys.readouterr().err
