@@ -59,33 +59,45 @@
     if (n >= canvas.width) { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); return; }
     ctx.drawImage(canvas, -n, 0);
   }
+  // Frames arrive 50 per second; they are queued as they come and drawn together at most every DRAW_MS, so the
+  // canvas is scrolled and rasterised 20 times a second instead of once per message: on a small machine the
+  // browser shares the cores with the synth, and its drawing delays the key events the page sends.
+  const DRAW_MS = 50, queued = [];
+  let drawTimer = null, lastDraw = 0;
   function frames(buffer) {
     const view = new DataView(buffer);
-    if (view.getUint8(0) !== 70 || view.getUint8(1) !== VERSION) return;
-    let n = view.getUint16(2, true);
-    const first = view.getUint32(4, true);
-    const bytes = new Uint8Array(buffer, 8);
-    const shown = Math.min(n, spec.width), skip = n - shown;
+    if (view.byteLength < 8 || view.getUint8(0) !== 70 || view.getUint8(1) !== VERSION) return;
+    const n = view.getUint16(2, true), first = view.getUint32(4, true);
+    if (view.byteLength < 8 + n * FRAME_BYTES) return;
+    for (let j = 0; j < n; j++) queued.push(new Uint8Array(buffer, 8 + j * FRAME_BYTES, FRAME_BYTES));
+    if (queued.length > spec.width) queued.splice(0, queued.length - spec.width);
+    state.framesReceived += n; state.lastFrame = first + n - 1;
+    if (drawTimer === null) drawTimer = setTimeout(draw, Math.max(0, lastDraw + DRAW_MS - performance.now()));
+  }
+  function draw() {
+    drawTimer = null; lastDraw = performance.now();
+    const shown = queued.length;
+    if (!shown) return;
     scroll(sctx, spec, shown); scroll(rctx, roll, shown);
     const simg = sctx.createImageData(shown, MELS), rimg = rctx.createImageData(shown, HIGH - LOW + 1);
     for (let j = 0; j < shown; j++) {
-      const off = (skip + j) * FRAME_BYTES, flags = bytes[off + MELS + MASK];
+      const row = queued[j], flags = row[MELS + MASK];
       for (let b = 0; b < MELS; b++) {
-        const v = flags & MISSING ? 20 : bytes[off + b], p = 4 * ((MELS - 1 - b) * shown + j);
+        const v = flags & MISSING ? 20 : row[b], p = 4 * ((MELS - 1 - b) * shown + j);
         simg.data[p] = LUT[3 * v]; simg.data[p + 1] = LUT[3 * v + 1]; simg.data[p + 2] = LUT[3 * v + 2];
         simg.data[p + 3] = 255;
         if (flags & UNDERRUN) { simg.data[p] = 255; simg.data[p + 1] = 40; simg.data[p + 2] = 40; }
       }
       for (let pitch = LOW; pitch <= HIGH; pitch++) {
-        const on = bytes[off + MELS + (pitch >> 3)] & (1 << (pitch & 7)), p = 4 * ((HIGH - pitch) * shown + j);
+        const on = row[MELS + (pitch >> 3)] & (1 << (pitch & 7)), p = 4 * ((HIGH - pitch) * shown + j);
         const rb = (flags & ROLLED_BACK) && pitch > HIGH - 3;
         rimg.data[p] = rb ? 255 : on ? 120 : 12; rimg.data[p + 1] = rb ? 150 : on ? 200 : 12;
         rimg.data[p + 2] = rb ? 0 : on ? 255 : 16; rimg.data[p + 3] = 255;
       }
     }
+    queued.length = 0;
     sctx.putImageData(simg, spec.width - shown, 0);
     rctx.putImageData(rimg, roll.width - shown, 0);
-    state.framesReceived += n; state.lastFrame = first + n - 1;
     document.getElementById("clock").textContent = `frame ${state.lastFrame} (${(state.lastFrame / 50).toFixed(1)} s)`;
   }
 
