@@ -146,13 +146,15 @@ def measure_latency(n_notes: int, log=print) -> dict:
     result = {}
     for name, frames in (("page", page_frames), ("midi", midi_frames)):
         onsets = detect_onsets(probe.audio, frames, probe.rate, earliest_s=earliest)
-        ms = [(o - f) / probe.rate * 1e3 for o, f in zip(onsets, frames) if o is not None]
-        result[name] = {"notes": len(frames), "heard": len(ms), "latencies_ms": [round(x, 2) for x in ms],
+        per_note = [None if o is None else round((o - f) / probe.rate * 1e3, 2) for o, f in zip(onsets, frames)]
+        ms = [x for x in per_note if x is not None]
+        result[name] = {"notes": len(frames), "heard": len(ms), "latencies_ms": ms, "per_note_ms": per_note,
                         "p50_ms": round(float(np.percentile(ms, 50)), 2) if ms else None,
                         "p99_ms": round(float(np.percentile(ms, 99)), 2) if ms else None}
     log(text.strip().splitlines()[-1] if text.strip() else "(no play output)")
     shutil.rmtree(work, ignore_errors=True)
     return {"page": result["page"], "midi": result["midi"],
+            "paired_difference_ms": paired_difference(result),
             "p50_difference_ms": (round(result["page"]["p50_ms"] - result["midi"]["p50_ms"], 2)
                                   if result["page"]["p50_ms"] is not None and result["midi"]["p50_ms"] is not None
                                   else None),
@@ -160,6 +162,37 @@ def measure_latency(n_notes: int, log=print) -> dict:
             "underruns": report.get("underruns"), "server_xruns": report.get("server_xruns"),
             "rollbacks": report.get("rollbacks"), "midi_received": report.get("midi_received"),
             "probe_xruns": probe.xruns, "rate": probe.rate, "period": probe.period}
+
+
+def paired_difference(result: dict) -> float | None:
+    """Median over note pairs of (page note i - MIDI note i): the two are played 1.2 s apart, so a change of D
+    during the run (a declared moment) moves both and cancels, where the difference of the p50s does not."""
+    def per_note(r):
+        if "per_note_ms" in r:
+            return r["per_note_ms"]
+        return r["latencies_ms"] if r["heard"] == r["notes"] else []  # a report from before per_note_ms
+    pairs = [a - b for a, b in zip(per_note(result["page"]), per_note(result["midi"]))
+             if a is not None and b is not None]
+    return round(float(np.median(pairs)), 2) if pairs else None
+
+
+def summarize(paths: list[str]) -> dict:
+    """Several runs' reports -> per run and median over runs (the figures BENCHMARKS and the note quote)."""
+    runs = []
+    for path in paths:
+        lat = json.loads(Path(path).read_text())["latency"]
+        runs.append({"report": path, "page_heard": f"{lat['page']['heard']}/{lat['page']['notes']}",
+                     "midi_heard": f"{lat['midi']['heard']}/{lat['midi']['notes']}",
+                     "page_p50_ms": lat["page"]["p50_ms"], "midi_p50_ms": lat["midi"]["p50_ms"],
+                     "p50_difference_ms": lat["p50_difference_ms"],
+                     "paired_difference_ms": paired_difference(lat), "underruns": lat["underruns"]})
+    def med(key):
+        values = [r[key] for r in runs if r[key] is not None]
+        return round(float(np.median(values)), 2) if values else None
+    return {"runs": runs, "median_p50_difference_ms": med("p50_difference_ms"),
+            "median_paired_difference_ms": med("paired_difference_ms"),
+            "worst_paired_difference_ms": max((r["paired_difference_ms"] for r in runs
+                                               if r["paired_difference_ms"] is not None), default=None)}
 
 
 def measure_cost(calls: int = 20000) -> dict:
@@ -223,7 +256,8 @@ def markdown(report: dict) -> str:
         r = lat[name]
         rows.append(f"| {label} | {r['notes']} | {r['heard']} | {r['p50_ms']} | {r['p99_ms']} |")
     cost = report["cost"]
-    return "\n".join(rows + ["", f"page p50 − MIDI p50: {lat['p50_difference_ms']} ms; declared latency at start "
+    return "\n".join(rows + ["", f"page p50 − MIDI p50: {lat['p50_difference_ms']} ms (paired, median over note pairs: "
+                             f"{lat.get('paired_difference_ms')} ms); declared latency at start "
                              f"{lat['declared_latency_ms']}, D at the end {lat['delay_ms_at_end']} ms; ring underruns "
                              f"{lat['underruns']}, server xruns {lat['server_xruns']}.",
                              f"The page's cost per generation tick (tap + merged source, {cost['calls']} calls): "
@@ -236,7 +270,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--notes", type=int, default=20, help="notes per path")
     parser.add_argument("--out", default="reports/web-2026-12-04/web_latency.json")
+    parser.add_argument("--summarize", nargs="+", metavar="RUN.json",
+                        help="no new run: summarise these runs' reports into --out")
     args = parser.parse_args()
+    if args.summarize:
+        summary = {**summarize(args.summarize), "machine": machine(), "revision": revision(),
+                   "command": " ".join(["python", *sys.argv])}
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+        lines = ["| run | page heard | MIDI heard | page p50 ms | MIDI p50 ms | p50 difference ms | paired difference "
+                 "ms (median over note pairs) | ring underruns |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['report']} | {r['page_heard']} | {r['midi_heard']} | {r['page_p50_ms']} | {r['midi_p50_ms']} | "
+                  f"{r['p50_difference_ms']} | {r['paired_difference_ms']} | {r['underruns']} |" for r in summary["runs"]]
+        lines += ["", f"Median over runs: p50 difference {summary['median_p50_difference_ms']} ms, paired difference "
+                      f"{summary['median_paired_difference_ms']} ms (worst run {summary['worst_paired_difference_ms']}"
+                      f" ms). Revision {summary['revision']}; machine {summary['machine']}; command "
+                      f"`{summary['command']}`."]
+        Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     report = {"latency": measure_latency(args.notes), "cost": measure_cost(), "machine": machine(),
               "revision": revision(), "command": " ".join(["python", *sys.argv]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
