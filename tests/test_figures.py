@@ -4,6 +4,7 @@ out of the documents with a sentence saying it was not backed by a report; there
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -34,3 +35,30 @@ def test_every_figure_in_the_model_card_and_benchmarks_has_a_report(capsys):
     assert not found, (f"{len(found)} figure(s) in {', '.join(unbacked_figures.DOCS)} are in no file under reports/ "
                        f"(re-measure with a tool that writes a report, or move them out with a sentence saying "
                        f"so; `python tools/unbacked_figures.py` lists them):\n{listing}")
+
+
+def test_training_stages_sums_resumed_segments_and_takes_the_last_probe(tmp_path, capsys):
+    import training_stages
+
+    header = "step,seconds,loss,head,prior_l1,lr,grad_norm,probe_head,probe_head_no_notes,probe_prior_l1,lone_db\n"
+    log = tmp_path / "loss.csv"  # two segments: 0..600 s, then resumed at 0 s and run to 300 s
+    log.write_text(header + "25,300.0,0.5,0.3,0.2,0.001,0.1,,,,\n"
+                   "50,600.0,0.4,0.3,0.1,0.001,0.1,0.2,0.4,0.1,10.0 20.0 30.0 40.0 50.0\n"
+                   "75,150.0,0.3,0.2,0.1,0.001,0.1,,,,\n100,300.0,0.2,0.1,0.1,0.001,0.1,,,,\n")
+    assert training_stages.main([str(log), "--out", str(tmp_path / "stages.json")]) == 0
+    stage = json.loads((tmp_path / "stages.json").read_text())["stages"][0]
+    assert (stage["last_step"], stage["minutes"], stage["segments"]) == (100, 15.0, 2)
+    assert stage["probe_step"] == 50 and stage["lone_relative_db"] == [-40.0, -30.0, -20.0, -10.0, 0.0]
+    assert training_stages.main([str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_web_latency_pairs_notes_so_a_change_of_delay_cancels():
+    import web_latency
+
+    page = [200.0] * 10 + [60.0] * 10  # D fell half-way through: both paths move together
+    midi = [196.0] * 9 + [56.0] * 11
+    result = {"page": {"notes": 20, "heard": 20, "latencies_ms": page, "per_note_ms": page},
+              "midi": {"notes": 20, "heard": 20, "latencies_ms": midi, "per_note_ms": midi}}
+    assert web_latency.paired_difference(result) == 4.0  # the p50s differ by 70 ms here
+    result["page"]["per_note_ms"] = [None] + page[1:]
+    assert web_latency.paired_difference(result) == 4.0  # an unheard note drops its pair, not the alignment
