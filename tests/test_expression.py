@@ -73,3 +73,36 @@ def test_a_volume_or_expression_pedal_lowers_the_level(synth, tmp_path, control)
         mel = render(synth, tmp_path, f"{name}-{control}", 19, [57, 60, 64], 1.8, events)
         drops[name] = level_db(mel, 0.5, 1.1) - level_db(mel, 1.5, 2.0)
     assert drops["pedal"] - drops["none"] >= 6.0, drops
+
+
+def test_the_family_suite_measures_synthetic_audio_right_and_scores_only_what_fluidsynth_meets():
+    """tools/expression_check.py --families: its measurements on hand-made tones with known levels and pitches, and
+    its verdicts (a check FluidSynth itself does not meet is not scored)."""
+    from expression_check import VELOCITIES, family_cases, family_measure, family_verdicts
+
+    rate, pitch = 16000, 60
+    t = np.arange(int(8.5 * rate)) / rate
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    tone = lambda f, gain_db=0.0: 10 ** (gain_db / 20) * np.sin(2 * np.pi * f * t)  # noqa: E731
+    gain = lambda times: np.interp(t, *zip(*times))  # noqa: E731  piecewise-linear dB envelope
+    dyn = np.zeros_like(t)
+    for i, v in enumerate(VELOCITIES):  # each note 40 log10(v / 120) dB re the loudest, as General MIDI's curve
+        on = (t >= 0.5 + 1.5 * i) & (t < 1.5 + 1.5 * i)
+        dyn[on] = tone(f0, 40 * np.log10(v / 120))[on]
+    drop = 10 ** (gain([(0, 0), (2.0, 0), (2.001, -12), (9, -12)]) / 20) * tone(f0)  # -12 dB from 2.0 s
+    bent = np.sin(2 * np.pi * np.cumsum(np.where(t < 1.5, f0, f0 * 2 ** (170 / 1200))) / rate)  # +170 cents
+    audio = {"dynamics": dyn, "held": tone(f0), "cc7_static": drop, "cc7_moving": drop, "cc11_static": tone(f0),
+             "cc11_moving": drop, "bend": bent, "cc1": tone(f0)}
+    got = family_measure(audio, rate, pitch)
+    assert np.allclose(got["dynamics_db"], [40 * np.log10(v / 120) for v in VELOCITIES], atol=0.1)
+    assert abs(got["cc7_static_db"] - 12) < 0.2 and abs(got["cc7_moving_db"] - 12) < 0.2
+    assert abs(got["cc11_static_db"]) < 0.2  # no change: no drop
+    assert abs(got["bend_cents"] - 170) <= 2 and abs(got["cc1_sd_rise_cents"]) < 1
+    ref = dict(got, bend_cents=200.0, cc11_static_db=12.0, cc1_sd_rise_cents=20.0)
+    verdicts = family_verdicts(got, ref)
+    assert verdicts == {"dynamics": True, "cc7_static": True, "cc7_moving": True, "cc11_static": False,
+                        "cc11_moving": True, "bend": False, "cc1": False}  # 170 is 30 cents off FluidSynth's 200
+    unpitched = dict(ref, bend_cents=-100.0, cc1_sd_rise_cents=2.0, cc7_moving_db=0.0)
+    assert {k for k, v in family_verdicts(got, unpitched).items() if v is None} == {"bend", "cc1", "cc7_moving"}
+    assert set(family_cases(0)) == {"dynamics", "held", "cc7_static", "cc7_moving", "cc11_static", "cc11_moving",
+                                    "bend", "cc1"} and set(family_cases("drums")) == {"dynamics"}
