@@ -59,10 +59,12 @@
     if (n >= canvas.width) { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); return; }
     ctx.drawImage(canvas, -n, 0);
   }
-  // Frames arrive 50 per second; they are queued as they come and drawn together at most every DRAW_MS, so the
-  // canvas is scrolled and rasterised 20 times a second instead of once per message: on a small machine the
-  // browser shares the cores with the synth, and its drawing delays the key events the page sends.
-  const DRAW_MS = 50, queued = [];
+  // Frames arrive 50 per second; they are queued as they come and drawn together at most every DRAW_MS (100 ms,
+  // or ?draw=MS in the page's address, 20..1000), so the canvas is scrolled and rasterised 10 times a second
+  // instead of once per message. On a small machine the browser shares the cores with the synth, and what it
+  // spends drawing is taken from play (tools/page_cpu.py measures Chromium's share per interval; BENCHMARKS.md).
+  const asked = Number(new URLSearchParams(location.search).get("draw"));
+  const DRAW_MS = asked >= 20 && asked <= 1000 ? asked : 100, queued = [];
   let drawTimer = null, lastDraw = 0;
   function frames(buffer) {
     const view = new DataView(buffer);
@@ -77,7 +79,7 @@
   function draw() {
     drawTimer = null; lastDraw = performance.now();
     const shown = queued.length;
-    if (!shown) return;
+    if (!shown || state.drawingOff) { queued.length = 0; return; }
     scroll(sctx, spec, shown); scroll(rctx, roll, shown);
     const simg = sctx.createImageData(shown, MELS), rimg = rctx.createImageData(shown, HIGH - LOW + 1);
     for (let j = 0; j < shown; j++) {
