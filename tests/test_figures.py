@@ -1,4 +1,4 @@
-"""Every figure in MODEL_CARD.md and BENCHMARKS.md is in a file under reports/ (tools/unbacked_figures.py says what
+"""Every figure in README.md, MODEL_CARD.md and BENCHMARKS.md is in a file under reports/ (tools/unbacked_figures.py says what
 a figure is and what backs it). A figure that fails this is re-measured by a tool that writes its report, or taken
 out of the documents with a sentence saying it was not backed by a report; there is no list of exempt numbers."""
 
@@ -26,6 +26,10 @@ def test_the_checker_finds_a_figure_no_report_holds_and_accepts_a_rounded_one(tm
     assert [(f.line, f.text) for f in found] == [(1, "18.8")]
     (reports / "speed.md").write_text("offline 18.83x\n")
     assert unbacked_figures.unbacked([doc], reports) == []
+    # inline code over a line break, a link target and a bare URL hold no figures; the prose after them does
+    doc.write_text("prints `device 5.3 ms,\ndelay 43.2 ms` then [paper](https://arxiv.org/abs/2206.05408)\n"
+                   "see https://example.org/v1.25/x and 7.77 dB\n")
+    assert [(f.line, f.text) for f in unbacked_figures.unbacked([doc], reports)] == [(3, "7.77")]
 
 
 def test_every_figure_in_the_model_card_and_benchmarks_has_a_report(capsys):

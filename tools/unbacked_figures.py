@@ -1,10 +1,11 @@
-"""List the figures in MODEL_CARD.md and BENCHMARKS.md that no file under reports/ contains.
+"""List the figures in README.md, MODEL_CARD.md and BENCHMARKS.md that no file under reports/ contains.
 
-    python tools/unbacked_figures.py [--docs MODEL_CARD.md BENCHMARKS.md] [--reports reports]
+    python tools/unbacked_figures.py [--docs README.md MODEL_CARD.md BENCHMARKS.md] [--reports reports]
 
 A figure is a number written with a decimal point in the documents' prose and tables (`0.674`, `-0.85`, `18.8x`,
 `41.2 ms`); integers are left out (counts, sizes, years and settings are mostly integers, and a check that matched
-every "2" would back nothing). Code (fenced blocks and `inline code`) is left out: commands, not measurements.
+every "2" would back nothing). Code (fenced blocks and `inline code`), link targets and URLs are left out:
+commands, paths and identifiers, not measurements.
 A report backs a figure when one of its numbers, rounded to the figure's decimals, reads the same (`0.7503` backs
 `0.75`; `0.754` does not back `0.76`); a minus sign written as U+2212 counts as "-". Every text file under the
 reports folder is read (JSON, JSON lines, CSV, Markdown, ...).
@@ -23,7 +24,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("MODEL_CARD.md", "BENCHMARKS.md")
+DOCS = ("README.md", "MODEL_CARD.md", "BENCHMARKS.md")
 NUMBER = re.compile(r"(?<![\w.])[-\u2212]?\d+\.\d+(?![\d])")
 REPORT_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 TEXT_SUFFIXES = {".json", ".jsonl", ".csv", ".md", ".txt", ".tsv", ".log"}
@@ -38,14 +39,22 @@ class Figure:
 
 
 def prose_lines(text: str):
-    """(line number, line with inline code blanked) outside fenced code blocks."""
-    fenced = False
-    for number, line in enumerate(text.splitlines(), 1):
+    """(line number, line) outside fenced code blocks, with inline code (also when it runs over a line break), link
+    targets and bare URLs blanked: they hold commands, paths and identifiers, not measurements."""
+    kept, fenced = [], False
+    for line in text.splitlines():
         if line.lstrip().startswith("```"):
             fenced = not fenced
+            kept.append("")
             continue
-        if not fenced:
-            yield number, re.sub(r"`[^`]*`", " ", line)
+        kept.append("" if fenced else line)
+    body = "\n".join(kept)
+    blank = lambda m: re.sub(r"[^\n]", " ", m.group())  # noqa: E731  (keeps the line breaks, so the numbering)
+    body = re.sub(r"`[^`]*`", blank, body)
+    body = re.sub(r"\]\([^)]*\)|https?://\S+", blank, body)
+    for number, line in enumerate(body.split("\n"), 1):
+        if line.strip():
+            yield number, line
 
 
 def figures(path: Path) -> list[Figure]:
