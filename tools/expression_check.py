@@ -58,16 +58,14 @@ from live_synth.synth import SynthOptions, load_song, load_synth  # noqa: E402
 from live_synth.midi.events import NoteEvents  # noqa: E402
 
 
-def midi_file(program: int, notes: list[int], hold_s: float, events: list[tuple[float, mido.Message]],
-              end_s: float) -> bytes:
-    midi = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 960 ticks per second
+def timeline_file(program: int, events: list[tuple[float, mido.Message]], end_s: float, channel: int = 0) -> bytes:
+    """A one-track file at 960 ticks per second: the program change at 0, then `events` (time s, message)."""
+    midi = mido.MidiFile(ticks_per_beat=480)
     track = mido.MidiTrack()
-    timeline = [(0.0, 0, mido.Message("program_change", program=program))]
-    timeline += [(0.3, 2, mido.Message("note_on", note=n, velocity=100)) for n in notes]
-    timeline += [(0.3 + hold_s, 1, mido.Message("note_off", note=n, velocity=0)) for n in notes]
-    timeline += [(t, 1, m) for t, m in events]
+    timeline = [(0.0, mido.Message("program_change", program=program, channel=channel))]
+    timeline += [(t, m.copy(channel=channel)) for t, m in events]
     now = 0
-    for t, _, message in sorted(timeline, key=lambda e: (e[0], e[1])):
+    for t, message in sorted(timeline, key=lambda e: e[0]):
         tick = round(t * 960)
         track.append(message.copy(time=tick - now))
         now = tick
@@ -76,6 +74,16 @@ def midi_file(program: int, notes: list[int], hold_s: float, events: list[tuple[
     buffer = io.BytesIO()
     midi.save(file=buffer)
     return buffer.getvalue()
+
+
+def midi_file(program: int, notes: list[int], hold_s: float, events: list[tuple[float, mido.Message]],
+              end_s: float) -> bytes:
+    """`notes` on together at 0.3 s for `hold_s`, with `events`; at one time a note-off and events come before a
+    note-on."""
+    timeline = [(0.3, 2, mido.Message("note_on", note=n, velocity=100)) for n in notes]
+    timeline += [(0.3 + hold_s, 1, mido.Message("note_off", note=n, velocity=0)) for n in notes]
+    timeline += [(t, 1, m) for t, m in events]
+    return timeline_file(program, [(t, m) for t, _, m in sorted(timeline, key=lambda e: (e[0], e[1]))], end_s)
 
 
 def cases() -> dict[str, bytes]:
@@ -164,24 +172,6 @@ FAMILY_PROGRAMS = {0: (0, 60), 1: (11, 72), 2: (19, 60), 3: (24, 55), 4: (33, 40
                    14: (114, 72), 15: (123, 72)}
 VELOCITIES = (20, 45, 70, 95, 120)
 DRUMS = 9  # the drum channel
-
-
-def timeline_file(program: int, events: list[tuple[float, mido.Message]], end_s: float, channel: int = 0) -> bytes:
-    """A one-track file at 960 ticks per second: the program change at 0, then `events` (time s, message)."""
-    midi = mido.MidiFile(ticks_per_beat=480)
-    track = mido.MidiTrack()
-    timeline = [(0.0, mido.Message("program_change", program=program, channel=channel))]
-    timeline += [(t, m.copy(channel=channel)) for t, m in events]
-    now = 0
-    for t, message in sorted(timeline, key=lambda e: e[0]):
-        tick = round(t * 960)
-        track.append(message.copy(time=tick - now))
-        now = tick
-    track.append(mido.MetaMessage("end_of_track", time=round(end_s * 960) - now))
-    midi.tracks.append(track)
-    buffer = io.BytesIO()
-    midi.save(file=buffer)
-    return buffer.getvalue()
 
 
 def _note(t: float, length: float, pitch: int, velocity: int = 100) -> list[tuple[float, mido.Message]]:
@@ -337,14 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"- command: `python tools/expression_check.py {' '.join(argv or sys.argv[1:])}`",
                   f"- revision {revision()}; machine {machine()}"
                   + ("" if synth is None else f"; {synth.describe()}")]
-        report = families_report(results, header)
-        args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_output(args.out / "FAMILIES.md") as handle:
-            handle.write(report.encode())
-        with atomic_output(args.out / "families.json") as handle:
-            handle.write(json.dumps(results, indent=2, default=float).encode())
-        print(report)
-        return 0
+        return write_report(args.out, "FAMILIES.md", families_report(results, header), "families.json", results)
 
     try:
         synth = load_synth(args.model, SynthOptions(steps=args.steps, seed=args.seed))
@@ -379,13 +362,16 @@ def main(argv: list[str] | None = None) -> int:
         cells = [fmt[name](r[k]) + (" ✓" if r[k]["pass"] else " ✗") if k in r else "–"
                  for k in ("fluidsynth", "offline", "live", "jack")]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {targets[name]} |")
-    report = "\n".join(lines) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_output(args.out / "REPORT.md") as handle:
-        handle.write(report.encode())
-    with atomic_output(args.out / "results.json") as handle:
+    return write_report(args.out, "REPORT.md", "\n".join(lines) + "\n", "results.json", results)
+
+
+def write_report(out: Path, markdown_name: str, markdown: str, json_name: str, results: dict) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out / markdown_name) as handle:
+        handle.write(markdown.encode())
+    with atomic_output(out / json_name) as handle:
         handle.write(json.dumps(results, indent=2, default=float).encode())
-    print(report)
+    print(markdown)
     return 0
 
 
