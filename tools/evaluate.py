@@ -713,6 +713,11 @@ def write_outputs(out: Path, result: dict, first: tuple[Piece, np.ndarray]) -> N
     s = result["settings"]
     save_side_by_side(out / PNG_FILE, piece.mel, mel, f"{piece.name}: reference (FluidSynth) vs ours "
                       f"({s['model']}, {s['sampler']} × {s['steps']})")
+    write_report_files(out, result)
+
+
+def write_report_files(out: Path, result: dict) -> None:
+    """REPORT.md and results.json (atomically)."""
     with atomic_output(out / REPORT_FILE) as handle:
         handle.write(markdown_report(result).encode())
     with atomic_output(out / JSON_FILE) as handle:
@@ -730,10 +735,7 @@ def rewrite(out: Path) -> dict:
     result["overall"]["renders"] = {int(k): v for k, v in result["overall"]["renders"].items()}
     result["overall"]["piece_ratios"] = piece_ratios(result["pieces"], steps)
     result["meta"]["rewritten"] = {"revision": revision(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    with atomic_output(out / REPORT_FILE) as handle:
-        handle.write(markdown_report(result).encode())
-    with atomic_output(out / JSON_FILE) as handle:
-        handle.write(json.dumps(_json_safe(result), indent=2).encode())
+    write_report_files(out, result)
     return result
 
 

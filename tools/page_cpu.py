@@ -16,7 +16,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,10 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from live_synth.provenance import machine, revision  # noqa: E402
+from web_soak import CHROMIUM_ARGS, _free_port  # noqa: E402  (tools/ is the script's folder)
 
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+from live_synth.provenance import machine, revision  # noqa: E402
 
 
 def cpu_seconds(processes) -> float:
@@ -59,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if chromium is None:
         print("page_cpu: error: chromium is not installed (apt-get install chromium)", file=sys.stderr)
         return 2
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "play.log"
