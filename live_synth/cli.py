@@ -17,6 +17,7 @@ from pathlib import Path
 
 from live_synth import __version__
 from live_synth.errors import DeviceLostError, LiveSynthError
+from live_synth.live.priority import GENERATION_PRIORITIES
 from live_synth.live.session import PlaySettings
 
 from live_synth.synth import (
@@ -213,7 +214,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         lead_ms=args.lead_ms, ahead=args.ahead, delay_ms=args.delay_ms, period=args.period, fx=args.fx,
         vocoder=args.vocoder, record=args.record, seed=args.seed, engine=args.engine,
         device=args.device, dtype=args.dtype, engine_dir=args.engine_dir, cuda_graph=args.cuda_graph,
-        seconds=args.seconds, threads=args.threads, nice=args.nice, in_process=args.in_process,
+        seconds=args.seconds, threads=args.threads, nice=args.nice, priority=args.priority, in_process=args.in_process,
     )
     log = lambda line: print(f"live-synth: {line}", file=sys.stderr)  # noqa: E731
     if args.morph:
@@ -259,7 +260,8 @@ def cmd_play(args: argparse.Namespace) -> int:
           f"{report.midi_dropped}, rollbacks {report.rollbacks} ({report.frames_regenerated} frames regenerated, "
           f"{report.coalesced} events coalesced, {report.deferred} deferred), late events {report.late_events} "
           f"(by up to {report.late_ms_max:.1f} ms), declared delay {report.delay_ms:.1f} ms ({report.delay_changes} "
-          f"change(s)); audio callback {_callback_line(report.callback)}"
+          f"change(s)); generation worker raised when starved {report.priority_raises} time(s); audio callback "
+          f"{_callback_line(report.callback)}"
           + (f", JACK server xruns {report.server_xruns}" if report.server_xruns is not None else "")
           + (f"; recorded {report.recorded}" if report.recorded else ""), file=sys.stderr)
     return 0
@@ -429,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--nice", type=int, default=PlaySettings.nice,
                       help="nice value of the generation engines' pool threads (all generation threads but MIDI's "
                            "run with SCHED_BATCH, so that the audio graph's threads come first)")
+    play.add_argument("--priority", choices=GENERATION_PRIORITIES, default=PlaySettings.priority,
+                      help="the generation worker's scheduling: idle (SCHED_IDLE: the audio graph's threads always "
+                           "come first; raised to SCHED_BATCH while starved), batch, or auto (idle where raising it "
+                           "back is permitted)")
     play.add_argument("--seconds", type=float, help="stop after this many seconds")
     play.add_argument("--web", nargs="?", const="127.0.0.1:8765", metavar="[HOST:]PORT",
                       help="also serve a page (spectrogram, stats, a keyboard) on this address (default "

@@ -76,7 +76,7 @@ class LatencyResult:
             out["tick_ms"] = {"p50": np.percentile(t, 50), "p90": np.percentile(t, 90), "p99": np.percentile(t, 99),
                               "max": t.max(), "n": len(t)}
         for key in ("underruns", "underflows", "late_ticks", "midi_dropped", "late_events", "server_xruns",
-                    "audio_priority", "delay_ms", "delay_changes"):
+                    "audio_priority", "delay_ms", "delay_changes", "priority_raises"):
             if key in self.synth_report:
                 out[key] = self.synth_report[key]
         callback = self.synth_report.get("callback") or {}

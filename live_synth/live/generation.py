@@ -17,7 +17,7 @@ import numpy as np
 
 from live_synth.errors import LiveSynthError
 from live_synth.live.delay import DelayPolicy
-from live_synth.live.priority import compute_threads, lower_threads, thread_ids
+from live_synth.live.priority import WorkerPriority, compute_threads, lower_threads, thread_ids
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class PlaySettings:
     seconds: float | None = None  # stop after this long (tests, benchmarks)
     threads: int = 0  # intra-op threads (torch, ONNX Runtime) on the generation side (0: all cores but one)
     nice: int = 10  # the engines' pool threads: this nice value (all generation threads but MIDI's: SCHED_BATCH)
+    priority: str = "auto"  # the worker thread's policy: idle (SCHED_IDLE, raised when starved), batch, auto
     in_process: bool = False  # generation in a thread of this process instead of its own process
     page: object = None  # `play --web`: a web.link.PageLink (the page's events in, the frames out), else None
     morph: str | None = None  # "A>B": program A's timbre morphed towards B's by controller `morph_cc` (live/morph.py)
@@ -62,7 +63,7 @@ class PlaySettings:
 STATS = ("ticks", "late_ticks", "steps", "last_tick_ms", "active_notes", "late_events", "late_ms_max",
          "midi_received", "midi_dropped", "ready", "start_time", "finished", "port_lost", "rollbacks", "frames_regenerated",
          "coalesced", "deferred", "skipped_samples", "delay_ms", "lead_ms", "vocoder_ms", "resampler_ms",
-         "guard_ms", "fx_ms", "parent_pid", "delay_changes", "go", "stop")
+         "guard_ms", "fx_ms", "parent_pid", "delay_changes", "go", "stop", "priority_raises")
 
 
 # The rehearsal before going live (causal family): 8 notes (a piano chord and two drums) for 48 ticks, timed and
@@ -153,10 +154,15 @@ class Generation:
             midi_threads = thread_ids() - before  # a JACK MIDI client's: the graph waits for them every cycle
             failed = [line for line in (lower_threads(0, exclude=midi_threads | self.pool_threads),
                                         lower_threads(s.nice, tids=self.pool_threads - midi_threads)) if line]
-            self.log("; ".join(failed) or f"generation: {torch_threads()} intra-op thread(s); the worker at normal "
+            self.log("; ".join(failed) or f"generation: {torch_threads()} intra-op thread(s); the main thread at normal "
                      f"priority with SCHED_BATCH, {len(self.pool_threads)} engine pool thread(s) at nice {s.nice}; "
                      f"{len(midi_threads)} MIDI thread(s) left as they were")
         self.worker = GenerationWorker(stream, self.midi, self.vocoder, feed)
+        if not s.in_process:  # in-process, the worker shares the GIL with the audio callback: no SCHED_IDLE there
+            self.worker.priority = WorkerPriority(s.priority)
+            mode = self.worker.priority.resolve()
+            self.log(self.worker.priority.note or f"generation worker: {self.worker.priority.policy}"
+                     + (" while it keeps up, SCHED_BATCH while starved" if mode == "idle" else ""))
         if s.morph:  # the controller's moves are placed and rolled back like notes
             from live_synth.live.morph import MorphNoteState
 
@@ -238,6 +244,8 @@ class Generation:
                   "midi_received": midi.received, "midi_dropped": getattr(midi, "dropped", 0),
                   "rollbacks": st.rollbacks, "frames_regenerated": st.frames_regenerated, "coalesced": st.coalesced,
                   "deferred": st.deferred, "skipped_samples": st.skipped_samples, "late_ms_max": st.late_ms_max}
+        if self.worker.priority is not None:
+            values["priority_raises"] = self.worker.priority.raises
         if self.worker.delay_policy is not None:  # the D in force (it grows only in silence: live/delay.py)
             values["delay_ms"] = self.worker.delay_policy.delay_ms
             values["delay_changes"] = self.worker.delay_policy.changes

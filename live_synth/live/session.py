@@ -61,6 +61,7 @@ class PlayReport:
     audio_priority: str = ""  # the audio callback thread's scheduling, or why it has no real-time priority
     delay_ms: float = 0.0  # the declared delay D at the end (it may grow in silence: live/delay.py)
     delay_changes: int = 0
+    priority_raises: int = 0  # times the generation worker, starved at SCHED_IDLE, raised itself (live/priority.py)
 
 
 def latency_parts(stats, device_ms: float, fx_plugin_ms: float = 0.0) -> dict:
@@ -237,7 +238,7 @@ class LiveSession:
                           int(get("frames_regenerated")), int(get("coalesced")), int(get("deferred")), latency,
                           round(float(get("late_ms_max")), 2), audio.callback_stats(),
                           xruns.count if xruns is not None else None, priority, round(float(get("delay_ms")), 2),
-                          int(get("delay_changes")))
+                          int(get("delay_changes")), int(get("priority_raises")))
 
     def _audio_priority(self, audio) -> str:
         """Real-time priority for the audio callback's thread where the system allows it; one line either way."""

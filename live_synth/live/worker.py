@@ -146,10 +146,13 @@ class GenerationWorker(threading.Thread):
         self._deadline_s = 0.0
         self._origins: deque[tuple[float, float]] = deque()  # (stamp time, origin): see `origin`
         self.delay_policy = None  # a `live.delay.DelayPolicy`: D sized from the ticks while playing (`_declare`)
+        self.priority = None  # a `live.priority.WorkerPriority`: this thread's scheduling policy while it runs
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self) -> None:
         try:
+            if self.priority is not None:
+                self.priority.enter()
             self._loop()
         except Exception as exc:  # the worker must not die silently: the control thread shows this and stops
             self.stats.error = f"{type(exc).__name__}: {exc}"
@@ -294,7 +297,7 @@ class GenerationWorker(threading.Thread):
     # -- generation --------------------------------------------------------------------------------------------------
     def tick(self) -> None:
         """Generate one hop, vocode, resample, write to the ring; adjust the step count."""
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         stream = self.stream
         if stream.can_rewind:
             self._records.append(_Record(stream.frame, self.vocode.snapshot(), self.feed.state, self.feed.position))
@@ -303,8 +306,11 @@ class GenerationWorker(threading.Thread):
         self.feed.push(audio)
         self.stats.skipped_samples = self.feed.skipped_samples
         compute_ms = (time.perf_counter() - start) * 1e3
-        self._account(compute_ms, len(audio) // HOP * 1000 / FRAME_RATE)
+        budget_ms = len(audio) // HOP * 1000 / FRAME_RATE
+        self._account(compute_ms, budget_ms)
         self._observe(compute_ms)
+        if self.priority is not None:
+            self.priority.observe(compute_ms, (time.thread_time() - cpu_start) * 1e3, budget_ms)
 
     def _make(self, notes: NoteState, stream=None) -> np.ndarray:
         """One hop of audio (16 kHz) for `notes`: the stream's frames (the worker's stream by default), vocoded."""

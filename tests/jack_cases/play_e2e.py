@@ -263,9 +263,12 @@ def _threads(pid: int) -> dict[int, tuple[int, int]]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_generation_threads_make_way_for_the_audio_graph(jack_server, tmp_path):
-    """The generation process's threads run with SCHED_BATCH (the worker at nice 0, the engines' pool threads at
-    nice 10), its JACK MIDI client's threads (the graph waits for them) as they were; the audio callback's thread
-    gets SCHED_FIFO where allowed, or play says why."""
+    """The generation process's main thread runs with SCHED_BATCH at nice 0, the engines' pool threads at nice 10,
+    the worker with SCHED_IDLE where it may be raised back when starved (else SCHED_BATCH, and play says why), its
+    JACK MIDI client's threads (the graph waits for them) as they were; the audio callback's thread gets SCHED_FIFO
+    where allowed, or play says why."""
+    from live_synth.live.priority import idle_can_be_left
+
     play, children = _start_play(tmp_path)
     try:
         assert _wait(lambda: "expected latency" in (tmp_path / "play.log").read_text(), timeout=30, step=0.1)
@@ -273,12 +276,19 @@ def test_generation_threads_make_way_for_the_audio_graph(jack_server, tmp_path):
         spawned = [c for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()]
         generation = _threads(spawned[0])  # not multiprocessing's resource tracker
         batch = [t for t, (nice, policy) in generation.items() if nice == 0 and policy == os.SCHED_BATCH]
+        idle = [t for t, (nice, policy) in generation.items() if policy == os.SCHED_IDLE]
         pool = [t for t, (nice, policy) in generation.items() if nice == 10 and policy == os.SCHED_BATCH]
         untouched = [t for t, (nice, policy) in generation.items() if (nice, policy) == (0, os.SCHED_OTHER)]
-        assert len(batch) >= 2 and len(untouched) >= 1, generation  # the main thread and the worker; MIDI's
-        assert len(batch) + len(pool) + len(untouched) == len(generation), generation
         log = (tmp_path / "play.log").read_text()
-        assert "the worker at normal priority with SCHED_BATCH" in log and "pool thread(s) at nice 10" in log, log
+        if idle_can_be_left():
+            assert len(idle) == 1 and len(batch) >= 1, generation  # the worker; the main thread
+            assert "generation worker: SCHED_IDLE while it keeps up, SCHED_BATCH while starved" in log, log
+        else:
+            assert not idle and len(batch) >= 2, generation
+            assert "generation worker at SCHED_BATCH: SCHED_IDLE would need permission" in log, log
+        assert len(untouched) >= 1, generation  # MIDI's
+        assert len(batch) + len(idle) + len(pool) + len(untouched) == len(generation), generation
+        assert "the main thread at normal priority with SCHED_BATCH" in log and "pool thread(s) at nice 10" in log, log
         audio = _threads(play.pid)
         if os.geteuid() == 0:
             assert any(policy == os.SCHED_FIFO for _, policy in audio.values()), audio
