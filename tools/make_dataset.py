@@ -1,14 +1,15 @@
 """Make a training dataset (issue #3, item 1): procedural + music21 MIDI -> dry reference audio -> dataset shards.
 
-    python tools/make_dataset.py OUT_DIR --seed 0 --procedural N --corpus M [--sparse N] [--expression N] \\
+    python tools/make_dataset.py OUT_DIR --seed 0 --procedural N --corpus M [--sparse N] [--expression N] [--levels N] \\
         --heldout-fraction 0.1 [--renderer fluidsynth|tinysoundfont] [--soundfont PATH] [--no-audio] \\
         [--workers K] [--max-seconds S] [--ray [ADDRESS]]
 
 Pieces: N procedural pieces named procedural/00000.. (piece i is `procedural.generate(derive_seed(seed,
 "procedural", i))`) and the first M usable music21 works in the seed's order (`corpus.select_works`), named
-music21/<work>, then --sparse and --expression pieces (`gestures.generate_sparse` / `generate_expression` of
-`derive_seed(seed, "sparse"|"expression", i)`: notes after silence, and bends / mod wheel / volume / expression),
-named sparse/NNNNN and expression/NNNNN. Each is rendered at 16 kHz mono with reverb and chorus off (FluidSynth +
+music21/<work>, then --sparse, --expression and --levels pieces (`gestures.generate_sparse` / `generate_expression` /
+`generate_levels` of `derive_seed(seed, "sparse"|"expression"|"levels", i)`: notes after silence; bends / mod wheel /
+volume / expression; lone notes and velocity runs with CC7 / CC11 set in silence), named sparse/NNNNN,
+expression/NNNNN and levels/NNNNN. Each is rendered at 16 kHz mono with reverb and chorus off (FluidSynth +
 FluidR3_GM unless told otherwise), and written as DATASET/{train,validation,test}/NNNNN.npz (format:
 live_synth/training/shards.py) with DATASET/manifest.json. A piece's split is a seeded hash of its source work
 (`shards.split_of(shards.work_key(...))`: a corpus piece's tune, a generated piece itself), so that adding pieces
@@ -77,16 +78,17 @@ class Task:
     path: str
     keep_audio: bool
     max_seconds: float
-    procedural_seed: int | None = None  # the seed of a generated piece (source procedural, sparse or expression)
+    procedural_seed: int | None = None  # the seed of a generated piece (procedural, sparse, expression, levels)
     midi: bytes | None = None
 
 
 def _generated_midi(source: str, seed: int, max_seconds: float) -> bytes:
     from live_synth.training.corpus import crop
-    from live_synth.training.gestures import generate_expression, generate_sparse
+    from live_synth.training.gestures import generate_expression, generate_levels, generate_sparse
     from live_synth.training.procedural import generate, midi_bytes
 
-    midi = {"procedural": generate, "sparse": generate_sparse, "expression": generate_expression}[source](seed)
+    midi = {"procedural": generate, "sparse": generate_sparse, "expression": generate_expression,
+            "levels": generate_levels}[source](seed)
     crop(midi, max_seconds)
     return midi_bytes(midi)
 
@@ -252,7 +254,7 @@ def plan(args, works: list) -> list[Task]:
                for i in range(args.procedural)]  # fmt: skip
     entries += [(work.name, "music21", None, work.midi) for work in works]
     # After the corpus, so that a dataset made without them numbers its files exactly as before.
-    for source in ("sparse", "expression"):
+    for source in ("sparse", "expression", "levels"):
         entries += [(f"{source}/{i:05d}", source, derive_seed(args.seed, source, i), None)
                     for i in range(getattr(args, source))]
     counters = dict.fromkeys(SPLITS, 0)
@@ -283,7 +285,8 @@ def manifest(args, argv: list[str], renderer, stats: list[dict], works: list, sk
         "max_seconds": args.max_seconds,
         "heldout_fraction": args.heldout_fraction,
         "sources": {"procedural": args.procedural, "music21": len(works), "sparse": args.sparse,
-                    "expression": args.expression},
+                    "expression": args.expression,
+                    **({"levels": args.levels} if args.levels else {})},  # a dataset without them reads as before
         "counts": {s: len(v) for s, v in per_split.items()},
         "hours": {s: round(sum(x["seconds"] for x in v) / 3600, 6) for s, v in per_split.items()},
         "notes": {s: sum(x["notes"] for x in v) for s, v in per_split.items()},
@@ -332,7 +335,7 @@ def summary(out: Path, m: dict, wall_s: float) -> str:
         f"test {m['notes']['test']})",
         f"sources: {m['sources']['procedural']} procedural, {m['sources']['music21']} music21 "
         f"({len(m['corpus']['skipped'])} works skipped on the way), {m['sources']['sparse']} sparse, "
-        f"{m['sources']['expression']} expression",
+        f"{m['sources']['expression']} expression, {m['sources'].get('levels', 0)} levels",
         f"renderer: {renderer['name']} ({renderer['version']}), soundfont {m['soundfont']['name']}, "
         f"{m['sample_rate']} Hz mono, reverb and chorus off; clipped samples: {m['clipped_samples']}",
         f"audio stored: {'yes' if m['audio_stored'] else 'no (features only)'}; size on disk {size / 1e6:.1f} MB; "
@@ -366,6 +369,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="pieces of gestures after silence (training/gestures.py; default 0)")
     parser.add_argument("--expression", type=int, default=0, metavar="N",
                         help="pieces moved by pitch bend, CC1, CC7, CC11 (training/gestures.py; default 0)")
+    parser.add_argument("--levels", type=int, default=0, metavar="N",
+                        help="pieces of lone notes and velocity runs with CC7 / CC11 set in silence (default 0)")
     parser.add_argument("--heldout-fraction", type=float, default=0.1, metavar="F",
                         help="share of pieces held out for evaluation (default 0.1)")  # fmt: skip
     parser.add_argument("--renderer", choices=("fluidsynth", "tinysoundfont"), default=None,
@@ -381,9 +386,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="render the pieces on Ray: a local Ray started here, or the cluster at ADDRESS "
                              "(needs pip install 'live-synth[cluster]')")  # fmt: skip
     args = parser.parse_args(argv)
-    counts = (args.procedural, args.corpus, args.sparse, args.expression)
+    counts = (args.procedural, args.corpus, args.sparse, args.expression, args.levels)
     if min(counts) < 0 or sum(counts) == 0:
-        parser.error("--procedural, --corpus, --sparse and --expression must be >= 0, and not all 0")
+        parser.error("--procedural, --corpus, --sparse, --expression and --levels must be >= 0, and not all 0")
     if not 0.0 <= args.heldout_fraction < 1.0:
         parser.error("--heldout-fraction must be in [0, 1)")
     if args.workers < 1 or args.max_seconds <= 0:

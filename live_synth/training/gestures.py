@@ -13,8 +13,14 @@ level its sampling noise decides. Two more kinds of piece fill that gap; both ar
   pitch bend (slides, hand vibrato, dives; bend range set by RPN 0 to 1, 2, 7 or 12 semitones, or left at the
   General MIDI default of 2), modulation wheel (CC1) sweeps, volume (CC7) and expression (CC11) steps and ramps.
   Controllers move at 100 events/s while they move, as a hardware wheel does.
+- `generate_levels(seed)`: one instrument (one in seventeen a drum kit) played as lone notes and short velocity
+  runs (one pitch struck at rising or falling velocities), each after silence, over the instrument's whole range
+  and the velocities 1-127 in layers, with channel volume (CC7) and expression (CC11) set while nothing sounds, at
+  many values, before the notes that follow: what a DAW's track volume does, and the level a velocity gives alone.
+  Issue 20 measured the model's velocity curve 8 dB too flat and a CC7 set before a note barely heard: the dense
+  pieces hold few lone notes, and the expression pieces move CC7/CC11 under held notes only.
 
-Both reset the controllers of every channel they use at time 0 (bend centre, CC1 0, CC7 100, CC11 127: the
+All reset the controllers of every channel they use at time 0 (bend centre, CC1 0, CC7 100, CC11 127: the
 General MIDI power-on values), so a renderer and our features agree on the state before the first event.
 """
 
@@ -27,7 +33,7 @@ import mido
 
 from live_synth.training.procedural import BY_PROGRAM, DRUM_CHANNEL, GM_FAMILIES, TICKS_PER_BEAT, midi_bytes
 
-__all__ = ["generate_sparse", "generate_expression", "midi_bytes", "program_range"]
+__all__ = ["generate_sparse", "generate_expression", "generate_levels", "midi_bytes", "program_range"]
 
 BPM = 120  # one beat = 0.5 s; all times below are in seconds and converted at this tempo
 CONTROL_RATE = 100.0  # controller events per second while a controller moves
@@ -270,3 +276,59 @@ def generate_expression(seed: int) -> mido.MidiFile:
         program, bend_range = channels[channel]
         t = _expression_gesture(rng, out, channel, program, bend_range, t) + rng.uniform(0.1, 2.0)
     return out.midi(max(t, seconds) + 1.0, f"live-synth expression seed={seed}")
+
+
+# --- levels ----------------------------------------------------------------------------------------------------------
+
+VELOCITY_LAYERS = (8, 20, 32, 45, 58, 70, 83, 95, 108, 120, 127)  # the layers a piece cycles through (shuffled)
+LEVEL_VALUES = (20, 32, 45, 58, 64, 70, 83, 95, 100, 108, 115, 127)  # CC7 / CC11 values set in silence
+
+
+def _levels_cell(rng: random.Random, out: _Writer, channel: int, low: int, high: int, t: float, velocities: list[int],
+                 drums: bool) -> float:
+    """A lone note, or one pitch struck at rising or falling velocities, from t; returns when the sound has gone."""
+    pitch = rng.choice(DRUM_NOTES) if drums else rng.randint(low, high)
+    length = 0.1 if drums else rng.uniform(0.25, 1.2)
+    count = 1 if rng.random() < 0.5 else rng.randint(3, 5)
+    layer = [velocities.pop() if velocities else rng.randint(1, 127) for _ in range(count)]
+    if count > 1:
+        layer.sort(reverse=rng.random() < 0.5)
+    step = length + (0.15 if drums else rng.uniform(0.5, 1.5))  # each strike's release heard before the next
+    for k, velocity in enumerate(layer):
+        out.note(channel, t + k * step, length, pitch, max(1, min(127, velocity + rng.randint(-3, 3))))
+    return t + (count - 1) * step + length
+
+
+def generate_levels(seed: int) -> mido.MidiFile:
+    """Lone notes and velocity runs after silence, with CC7 / CC11 set before them; see the module docstring."""
+    rng = random.Random(seed)
+    out = _Writer()
+    seconds = rng.uniform(MIN_SECONDS, MAX_SECONDS)
+    drums = rng.randrange(len(GM_FAMILIES) + 1) == len(GM_FAMILIES)
+    channel = DRUM_CHANNEL if drums else 0
+    if drums:
+        low, high = DRUM_NOTES[0], DRUM_NOTES[-1]
+    else:
+        program = _draw_program(rng)
+        out.program(channel, program)
+        low, high = program_range(program)
+    out.reset(channel)
+    velocities: list[int] = []
+    volume, expression = 100, 127
+    t = rng.uniform(0.3, 1.0)
+    while t < seconds - 1.0:
+        if not velocities:
+            velocities = list(VELOCITY_LAYERS)
+            rng.shuffle(velocities)
+        # CC7 / CC11 while nothing sounds, 0.2 s before the next note: a third of the cells at the power-on values
+        choice = rng.random()
+        new = (100, 127) if choice < 0.33 else (rng.choice(LEVEL_VALUES), 127) if choice < 0.55 else \
+            (100, rng.choice(LEVEL_VALUES)) if choice < 0.77 else (rng.choice(LEVEL_VALUES), rng.choice(LEVEL_VALUES))
+        if new[0] != volume:
+            out.control(channel, t - 0.2, 7, new[0])
+        if new[1] != expression:
+            out.control(channel, t - 0.2, 11, new[1])
+        volume, expression = new
+        end = _levels_cell(rng, out, channel, low, high, t, velocities, drums)
+        t = end + rng.uniform(1.0, 2.5)  # the release tail (a cymbal's too) dies away before the next cell
+    return out.midi(max(t, seconds), f"live-synth levels seed={seed}")

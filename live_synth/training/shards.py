@@ -14,7 +14,7 @@ movements of a cantata, the harmonisations of one chorale tune) land on one side
 Each piece file is an .npz archive (a zip of .npy arrays; `np.load(path, allow_pickle=False)` reads it) holding:
 
     name     str                        unique in the dataset, e.g. "procedural/00012", "music21/bach/bwv66.6"
-    source   str                        "procedural" | "music21" | "sparse" | "expression"
+    source   str                        "procedural" | "music21" | "sparse" | "expression" | "levels"
     midi     uint8 [B]                  the .mid file's bytes (evaluation can re-render or re-tokenize it)
     notes    float32 [K, 5]             start_s, end_s, pitch, velocity, program; after `apply_sustain`, in
                                         `read_midi` order (instrument by instrument)
@@ -48,7 +48,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation", "test")
 HELDOUT_SPLITS = ("validation", "test")
-SOURCES = ("procedural", "music21", "sparse", "expression")
+SOURCES = ("procedural", "music21", "sparse", "expression", "levels")
 NOTE_COLUMNS = ("start_s", "end_s", "pitch", "velocity", "program")
 AUDIO_SCALE = 32767.0  # int16 full scale: float audio = audio / AUDIO_SCALE
 _KEYS = ("name", "source", "midi", "notes", "is_drum", "mel", "audio")
@@ -221,7 +221,7 @@ MELODY_NOTES = 16  # how many notes of a corpus piece's first part identify its 
 
 
 def work_key(name: str, midi: bytes | None = None) -> str:
-    """The source work a piece comes from. Generated pieces (procedural, sparse, expression) are each their own work.
+    """The source work a piece comes from. Generated pieces (procedural, sparse, expression, levels) are each their own work.
     A corpus piece's work is its tune: the intervals between the first `MELODY_NOTES` notes of its first part (the
     soprano of a chorale), which are kept by the re-orchestration (programs, octave shifts, tempo) and shared by the
     harmonisations of one chorale tune under different BWV numbers (music21's chorales carry no titles). Without
