@@ -1,7 +1,7 @@
 """Make a training dataset (issue #3, item 1): procedural + music21 MIDI -> dry reference audio -> dataset shards.
 
-    python tools/make_dataset.py OUT_DIR --seed 0 --procedural N --corpus M [--sparse N] [--expression N] [--levels N] \\
-        --heldout-fraction 0.1 [--renderer fluidsynth|tinysoundfont] [--soundfont PATH] [--no-audio] \\
+    python tools/make_dataset.py OUT_DIR --seed 0 --procedural N --corpus M [--sparse N] [--expression N] \\
+        [--levels N] --heldout-fraction 0.1 [--renderer fluidsynth|tinysoundfont] [--soundfont PATH] [--no-audio] \\
         [--workers K] [--max-seconds S] [--ray [ADDRESS]]
 
 Pieces: N procedural pieces named procedural/00000.. (piece i is `procedural.generate(derive_seed(seed,

@@ -154,9 +154,9 @@ class Generation:
             midi_threads = thread_ids() - before  # a JACK MIDI client's: the graph waits for them every cycle
             failed = [line for line in (lower_threads(0, exclude=midi_threads | self.pool_threads),
                                         lower_threads(s.nice, tids=self.pool_threads - midi_threads)) if line]
-            self.log("; ".join(failed) or f"generation: {torch_threads()} intra-op thread(s); the main thread at normal "
-                     f"priority with SCHED_BATCH, {len(self.pool_threads)} engine pool thread(s) at nice {s.nice}; "
-                     f"{len(midi_threads)} MIDI thread(s) left as they were")
+            self.log("; ".join(failed) or f"generation: {torch_threads()} intra-op thread(s); the main thread at "
+                     f"normal priority with SCHED_BATCH, {len(self.pool_threads)} engine pool thread(s) at nice "
+                     f"{s.nice}; {len(midi_threads)} MIDI thread(s) left as they were")
         self.worker = GenerationWorker(stream, self.midi, self.vocoder, feed)
         if not s.in_process:  # in-process, the worker shares the GIL with the audio callback: no SCHED_IDLE there
             self.worker.priority = WorkerPriority(s.priority)

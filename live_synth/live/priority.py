@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections import deque
 
 AUDIO_RT_PRIORITY = 70  # under JACK's own (a real-time jackd runs its clients at 70-ish, its driver above)
@@ -144,7 +145,7 @@ class WorkerPriority:
         if mode not in GENERATION_PRIORITIES:
             raise ValueError(f"generation priority must be one of {', '.join(GENERATION_PRIORITIES)}, not {mode!r}")
         self.mode, self.window, self.starved = mode, window, starved
-        self.clock = clock or __import__("time").monotonic
+        self.clock = clock or time.monotonic
         self.raises = 0
         self.raised = False
         self.tid = 0
