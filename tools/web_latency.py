@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,14 +36,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from live_synth.bench.latency import earliest_answer_ms  # noqa: E402
+from web_soak import CHROMIUM_ARGS, _free_port  # noqa: E402  (tools/ is the script's folder)
+
+from live_synth.bench.latency import _ports, earliest_answer_ms  # noqa: E402
 from live_synth.bench.probe import Probe, ScheduledNote, detect_onsets  # noqa: E402
 from live_synth.provenance import machine, revision  # noqa: E402
 
 KEYS = "zxcvbnm"  # vmpk: C D E F G A B from the page's octave (C4 = 60)
 PITCHES = [60, 62, 64, 65, 67, 69, 71]
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 class ClockProbe(Probe):
@@ -69,17 +68,6 @@ class ClockProbe(Probe):
         return int(round(pairs[i, 1] + (t - pairs[i, 0]) * self.rate))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ports(client, midi: bool) -> set[str]:
-    kind = {"is_midi": True, "is_input": True} if midi else {"is_audio": True, "is_output": True}
-    return {p.name for p in client.get_ports(**kind)}
-
-
 def measure_latency(n_notes: int, log=print) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -93,7 +81,7 @@ def measure_latency(n_notes: int, log=print) -> dict:
     report_json, log_path = work / "report.json", work / "play.log"
     probe = ClockProbe(f"{tag}-probe", seconds + 10)
     with probe, open(log_path, "w") as play_log:
-        midi_before, audio_before = _ports(probe.client, True), _ports(probe.client, False)
+        midi_before, audio_before = _ports(probe.client, midi=True), _ports(probe.client, midi=False)
         play = subprocess.Popen([sys.executable, "-m", "live_synth", "play", "--midi-api", "jack", "--web", str(port),
                                  "--seconds", f"{seconds:.0f}", "--report-json", str(report_json)],
                                 stdin=subprocess.DEVNULL, stdout=play_log, stderr=play_log)
@@ -103,8 +91,8 @@ def measure_latency(n_notes: int, log=print) -> dict:
                 if play.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"play did not come up:\n{log_path.read_text()[-2000:]}")
                 time.sleep(0.2)
-            midi_port = sorted(_ports(probe.client, True) - midi_before)[0]
-            audio_port = sorted(p for p in _ports(probe.client, False) - audio_before
+            midi_port = sorted(_ports(probe.client, midi=True) - midi_before)[0]
+            audio_port = sorted(p for p in _ports(probe.client, midi=False) - audio_before
                                 if not p.startswith(f"{tag}-probe"))[0]
             probe.client.connect(f"{tag}-probe:midi_out", midi_port)
             probe.client.connect(audio_port, f"{tag}-probe:in")

@@ -144,7 +144,7 @@ class WorkerPriority:
     def __init__(self, mode: str = "auto", *, window: int = 50, starved: int = 3, clock=None):
         if mode not in GENERATION_PRIORITIES:
             raise ValueError(f"generation priority must be one of {', '.join(GENERATION_PRIORITIES)}, not {mode!r}")
-        self.mode, self.window, self.starved = mode, window, starved
+        self.mode, self.starved = mode, starved
         self.clock = clock or time.monotonic
         self.raises = 0
         self.raised = False
